@@ -1,0 +1,115 @@
+"""PostgreSQL (RDS, Aurora, self-managed) with psycopg 3. Handler: rotators.engines.postgresql.handler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError
+from rotators.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    PasswordChangeError,
+    SecretTestError,
+    redact,
+)
+
+# libpq reports these when the server itself refused the login (not a network or TLS fault).
+_REFUSED = ("password authentication failed", "no pg_hba.conf entry")
+
+
+class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
+    kind = "postgresql"
+    engines = frozenset({"postgres", "postgresql", "aurora-postgresql"})
+    default_port = 5432
+    default_dbname = "postgres"
+    max_username_bytes = 63
+
+    @contextmanager
+    def connect(
+        self, secret: DatabaseSecret, username: str, password: str
+    ) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            conninfo = make_conninfo(
+                host=secret.host,
+                port=secret.port,
+                dbname=secret.dbname,
+                user=username,
+                password=password,
+                connect_timeout=os.environ.get("DB_CONNECT_TIMEOUT", "5"),
+                application_name="rotators",
+                **self.tls_options(secret),
+            )
+            conn = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            message = redact(str(exc), [password])
+            if any(marker in message for marker in _REFUSED):
+                raise LoginRefusedError(f"PostgreSQL refused the login of {username!r}") from None
+            raise DatabaseUnavailableError(
+                f"Cannot connect to PostgreSQL at {secret.host}:{secret.port}: {message.strip()}"
+            ) from None
+        with conn:
+            yield conn
+
+    @staticmethod
+    def tls_options(secret: DatabaseSecret) -> dict[str, str]:
+        """Verified TLS unless the secret says otherwise; never a silent plaintext fallback."""
+        if not secret.tls.enabled:
+            return {"sslmode": "disable"}
+        mode = secret.tls.mode or os.environ.get("ROTATORS_SSLMODE") or "verify-full"
+        if mode == "disable" and secret.tls.mode == "disable":
+            return {"sslmode": "disable"}
+        if mode not in {"require", "verify-ca", "verify-full"}:
+            raise ConfigurationError(
+                f"sslmode {mode!r} is not accepted: use require, verify-ca or verify-full, or put "
+                '"ssl": false in the secret to connect without TLS'
+            )
+        options = {"sslmode": mode}
+        if mode.startswith("verify"):
+            options["sslrootcert"] = secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE") or "system"
+        return options
+
+    def set_password(self, conn: psycopg.Connection[Any], username: str, password: str) -> None:
+        statement = sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+            sql.Identifier(username), sql.Literal(password)
+        )
+        self._execute(conn, [statement], password)
+
+    def clone_user(self, conn: psycopg.Connection[Any], source: str, clone: str, password: str) -> None:
+        """The clone logs in as itself and acts as the source role, so objects either creates are
+        owned by the same role and both keep every privilege the source has, now and later."""
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [clone]).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        statements = [
+            sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
+                sql.Identifier(clone), sql.Literal(password)
+            ),
+            sql.SQL("GRANT {} TO {}").format(sql.Identifier(source), sql.Identifier(clone)),
+            sql.SQL("ALTER ROLE {} SET role = {}").format(sql.Identifier(clone), sql.Literal(source)),
+        ]
+        self._execute(conn, statements, password)
+
+    def probe(self, conn: psycopg.Connection[Any], username: str) -> None:
+        row = conn.execute("SELECT session_user, 1 + 1").fetchone()
+        if row is None or row[0] != username or row[1] != 2:
+            raise SecretTestError(f"The test query did not run as {username!r}")
+
+    @staticmethod
+    def _execute(conn: psycopg.Connection[Any], statements: list[sql.Composed], password: str) -> None:
+        try:
+            with conn.transaction():
+                for statement in statements:
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            raise PasswordChangeError(
+                f"PostgreSQL refused the change: {redact(str(exc), [password]).strip()}"
+            ) from None
+
+
+handler = PostgreSQLRotator().handle

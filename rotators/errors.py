@@ -1,0 +1,62 @@
+"""Typed errors. Every message says what is wrong and how to fix it, and never holds a secret."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+REDACTED = "<redacted>"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every known secret value in a driver message before it is logged or re-raised."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class RotationError(Exception):
+    """Base of every error this framework raises on purpose."""
+
+
+class EventError(RotationError):
+    """The Lambda event is not a Secrets Manager rotation event."""
+
+
+class SecretNotFoundError(RotationError):
+    """The secret or one of its versions does not exist."""
+
+
+class RotationNotEnabledError(RotationError):
+    """Rotation is off for the secret, so Secrets Manager did not start this rotation."""
+
+
+class VersionStageError(RotationError):
+    """The event's token is not the version being rotated."""
+
+
+class SecretFormatError(RotationError):
+    """A secret value lacks a key, has a wrong type, or belongs to another engine."""
+
+
+class TargetMismatchError(SecretFormatError):
+    """Two secrets of one rotation point at different servers; we refuse to touch either."""
+
+
+class ConfigurationError(RotationError):
+    """An environment setting of the rotator is invalid."""
+
+
+class DatabaseUnavailableError(RotationError):
+    """The database could not be reached (network, TLS, server down): retry later."""
+
+
+class LoginError(RotationError):
+    """The database refused every credential we hold for the user."""
+
+
+class PasswordChangeError(RotationError):
+    """The database refused to change a password or create the clone user."""
+
+
+class SecretTestError(RotationError):
+    """The pending secret did not pass the test step."""

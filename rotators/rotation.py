@@ -1,0 +1,248 @@
+"""Rotator: the four-step state machine of a Secrets Manager rotation and every label move.
+
+It knows nothing about databases. A subclass says how to read and write its secret value
+and fills three hooks: make the pending value, apply it to the target, test it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+from aws_lambda_powertools.utilities.data_classes import SecretsManagerEvent
+
+from rotators.errors import (
+    EventError,
+    RotationError,
+    RotationNotEnabledError,
+    SecretNotFoundError,
+    VersionStageError,
+    redact,
+)
+from rotators.log import logger
+from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
+
+S = TypeVar("S")
+
+
+class Step(StrEnum):
+    CREATE = "createSecret"
+    SET = "setSecret"
+    TEST = "testSecret"
+    FINISH = "finishSecret"
+
+    @classmethod
+    def parse(cls, raw: object) -> Step:
+        """Accept `createSecret` and the `create_secret` spelling some AWS docs show."""
+        wanted = str(raw).replace("_", "").lower()
+        for step in cls:
+            if step.value.lower() == wanted:
+                return step
+        choices = ", ".join(s.value for s in cls)
+        raise EventError(f"Unknown rotation Step {str(raw)[:40]!r}: expected one of {choices}")
+
+
+@dataclass(frozen=True)
+class RotationEvent:
+    """The event Secrets Manager sends, parsed once. RotationToken is sensitive: never shown."""
+
+    secret_id: str
+    token: str
+    step: Step
+    rotation_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> RotationEvent:
+        if not isinstance(raw, Mapping):
+            raise EventError("The event is not a JSON object: expected SecretId, ClientRequestToken, Step")
+        missing = [k for k in ("SecretId", "ClientRequestToken", "Step") if not raw.get(k)]
+        if missing:
+            raise EventError(
+                f"The rotation event lacks {', '.join(missing)}: Secrets Manager sends "
+                "SecretId, ClientRequestToken and Step (see events/ for samples)"
+            )
+        event = SecretsManagerEvent(dict(raw))
+        for key in ("SecretId", "ClientRequestToken"):
+            if not isinstance(raw[key], str):
+                raise EventError(f"The event's {key} must be a string")
+        rotation_token = raw.get("RotationToken")
+        if rotation_token is not None and not isinstance(rotation_token, str):
+            raise EventError("The event's RotationToken must be a string")
+        return cls(
+            secret_id=event.secret_id,
+            token=event.client_request_token,
+            step=Step.parse(event.step),
+            rotation_token=rotation_token,
+        )
+
+
+class RotationContext(Generic[S]):
+    """One invocation: the event, the secret's metadata, and its staged values read on demand."""
+
+    def __init__(self, rotator: Rotator[S], event: RotationEvent, meta: SecretMeta) -> None:
+        self.rotator = rotator
+        self.event = event
+        self.meta = meta
+        self.store = rotator.store
+        self._seen: list[str] = []
+
+    @property
+    def secret_id(self) -> str:
+        return self.event.secret_id
+
+    @cached_property
+    def current(self) -> S:
+        return self._read(AWSCURRENT)
+
+    @cached_property
+    def pending(self) -> S:
+        return self._read(AWSPENDING, self.event.token)
+
+    @cached_property
+    def previous(self) -> S | None:
+        """AWSPREVIOUS, or None on a secret that was never rotated."""
+        if self.meta.version_with(AWSPREVIOUS) is None:
+            return None
+        return self._read(AWSPREVIOUS)
+
+    def _read(self, stage: str, version_id: str | None = None) -> S:
+        text = self.store.get(self.secret_id, stage=stage, version_id=version_id)
+        self.remember(text)
+        value = self.rotator.parse(text, where=f"the {stage} version of {self.secret_id!r}")
+        self.remember(*self.rotator.sensitive_values(value))
+        return value
+
+    def remember(self, *sensitive: str) -> None:
+        """Note secret values so that error messages can be scrubbed of them."""
+        self._seen.extend(sensitive)
+
+    def scrub(self, text: str) -> str:
+        return redact(text, self._seen)
+
+
+class Rotator(ABC, Generic[S]):
+    """Owns the rotation protocol; subclasses own only their secret format and three hooks."""
+
+    kind: str = "custom"
+
+    def __init__(self, store: SecretStore | None = None) -> None:
+        self.store = store or SecretStore()
+
+    # -- the secret value format -------------------------------------------------------
+    @abstractmethod
+    def parse(self, text: str, *, where: str) -> S:
+        """Turn a SecretString into the typed value; raise SecretFormatError naming `where`."""
+
+    @abstractmethod
+    def render(self, value: S) -> str:
+        """Turn the typed value back into a SecretString."""
+
+    def sensitive_values(self, value: S) -> list[str]:
+        """The parts of a value (e.g. a password) that must never be shown, beyond its string."""
+        return []
+
+    # -- the three hooks ---------------------------------------------------------------
+    @abstractmethod
+    def make_pending(self, ctx: RotationContext[S]) -> S:
+        """Build the next value from ctx.current (createSecret)."""
+
+    @abstractmethod
+    def set_pending(self, ctx: RotationContext[S]) -> None:
+        """Make the target accept ctx.pending; succeed if it already does (setSecret)."""
+
+    @abstractmethod
+    def test_pending(self, ctx: RotationContext[S]) -> None:
+        """Prove ctx.pending works against the target (testSecret)."""
+
+    # -- the protocol ----------------------------------------------------------------------
+    def handle(self, raw_event: Mapping[str, Any], context: object = None) -> None:
+        """The Lambda entry point: Secrets Manager calls it once per step."""
+        event = RotationEvent.parse(raw_event)
+        logger.append_keys(secret_id=event.secret_id, step=event.step.value, rotator=self.kind)
+        logger.set_correlation_id(event.token)
+        ctx: RotationContext[S] | None = None
+        try:
+            meta = self.store.describe(event.secret_id)
+            logger.append_keys(secret_id=meta.arn)
+            ctx = RotationContext(self, event, meta)
+            if self._guard(ctx):
+                self._run(ctx)
+        except RotationError as exc:
+            logger.error(f"{event.step.value} failed: {exc}", extra={"error": type(exc).__name__})
+            raise
+        except Exception as exc:  # a driver or SDK error: scrub it, then raise it typed
+            message = ctx.scrub(str(exc)) if ctx else redact(str(exc), [])
+            logger.error(f"{event.step.value} failed: {message}", extra={"error": type(exc).__name__})
+            raise RotationError(f"{event.step.value} failed: {type(exc).__name__}: {message}") from None
+
+    def _guard(self, ctx: RotationContext[S]) -> bool:
+        """Secrets Manager's contract; False when there is nothing left to do."""
+        meta, token = ctx.meta, ctx.event.token
+        if not meta.rotation_enabled:
+            raise RotationNotEnabledError(
+                f"Rotation is not enabled for {meta.name!r}: turn it on with "
+                "`aws secretsmanager rotate-secret --rotation-lambda-arn ...` before invoking steps"
+            )
+        if token not in meta.versions:
+            raise VersionStageError(
+                f"Version {token} is not a version of {meta.name!r}: the ClientRequestToken must be "
+                "the version Secrets Manager created when the rotation started"
+            )
+        stages = meta.stages_of(token)
+        if AWSCURRENT in stages:
+            if AWSPENDING in stages:  # a finishSecret that stopped between its two label moves
+                self.store.remove_stage(ctx.secret_id, AWSPENDING, from_version=token)
+            logger.info("version is already AWSCURRENT: nothing to do")
+            return False
+        if AWSPENDING not in stages:
+            raise VersionStageError(
+                f"Version {token} of {meta.name!r} is not AWSPENDING: this rotation was superseded "
+                "or abandoned; start a new one with `aws secretsmanager rotate-secret`"
+            )
+        return True
+
+    def _run(self, ctx: RotationContext[S]) -> None:
+        step = ctx.event.step
+        if step is Step.CREATE:
+            self._create(ctx)
+        elif step is Step.SET:
+            self.set_pending(ctx)
+            logger.info("pending secret set on the target")
+        elif step is Step.TEST:
+            self.test_pending(ctx)
+            logger.info("pending secret tested")
+        else:
+            self._finish(ctx)
+
+    def _create(self, ctx: RotationContext[S]) -> None:
+        ctx.current  # noqa: B018 - read and validate AWSCURRENT before anything else
+        token = ctx.event.token
+        if self.store.find(ctx.secret_id, stage=AWSPENDING, version_id=token) is not None:
+            logger.info("pending secret already staged for this token: nothing to create")
+            return
+        pending = self.make_pending(ctx)
+        ctx.remember(*self.sensitive_values(pending))
+        value = self.render(pending)
+        ctx.remember(value)
+        try:
+            self.store.put_pending(ctx.secret_id, token, value, ctx.event.rotation_token)
+        except Exception:
+            # A concurrent createSecret for the same token may have won the race: its value stands.
+            if self.store.find(ctx.secret_id, stage=AWSPENDING, version_id=token) is None:
+                raise
+            logger.info("pending secret was staged by a concurrent invocation")
+            return
+        logger.info("pending secret staged")
+
+    def _finish(self, ctx: RotationContext[S]) -> None:
+        token = ctx.event.token
+        current = ctx.meta.version_with(AWSCURRENT)
+        if current is None:
+            raise SecretNotFoundError(f"Secret {ctx.meta.name!r} has no AWSCURRENT version")
+        self.store.move_stage(ctx.secret_id, AWSCURRENT, to_version=token, from_version=current)
+        self.store.remove_stage(ctx.secret_id, AWSPENDING, from_version=token)
+        logger.info("AWSCURRENT moved to the new version", extra={"previous_version": current})

@@ -1,0 +1,163 @@
+"""SecretStore: the only code that calls Secrets Manager."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from rotators.errors import SecretNotFoundError
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+AWSCURRENT = "AWSCURRENT"
+AWSPENDING = "AWSPENDING"
+AWSPREVIOUS = "AWSPREVIOUS"
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """The arguments of GetRandomPassword, named as AWS's own rotation functions name them."""
+
+    length: int = 32
+    exclude_characters: str = ""
+    exclude_numbers: bool = False
+    exclude_punctuation: bool = False
+    exclude_uppercase: bool = False
+    exclude_lowercase: bool = False
+    require_each_included_type: bool = True
+
+
+@dataclass(frozen=True)
+class SecretMeta:
+    """What DescribeSecret says about a secret: enough for every guard of a step."""
+
+    arn: str
+    name: str
+    rotation_enabled: bool
+    versions: Mapping[str, frozenset[str]]
+
+    def stages_of(self, version_id: str) -> frozenset[str]:
+        return self.versions.get(version_id, frozenset())
+
+    def version_with(self, stage: str) -> str | None:
+        return next((v for v, stages in self.versions.items() if stage in stages), None)
+
+
+@cache
+def _client(endpoint_url: str | None) -> SecretsManagerClient:
+    """One client per container and endpoint: creating a client costs more than a call."""
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=5,
+        read_timeout=10,
+    )
+    return boto3.client("secretsmanager", endpoint_url=endpoint_url, config=config)
+
+
+def _error_code(exc: Exception) -> str:
+    response: Any = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+class SecretStore:
+    """Describe, read by stage or version, stage a pending value, move labels, make passwords.
+
+    The endpoint comes from SECRETS_MANAGER_ENDPOINT (as in AWS's own rotation functions);
+    boto3's AWS_ENDPOINT_URL_SECRETS_MANAGER works too when that is unset.
+    """
+
+    def __init__(self, client: SecretsManagerClient | None = None) -> None:
+        self._explicit_client = client
+
+    @property
+    def client(self) -> SecretsManagerClient:
+        if self._explicit_client is not None:
+            return self._explicit_client
+        return _client(os.environ.get("SECRETS_MANAGER_ENDPOINT") or None)
+
+    def describe(self, secret_id: str) -> SecretMeta:
+        try:
+            found = self.client.describe_secret(SecretId=secret_id)
+        except Exception as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                raise SecretNotFoundError(
+                    f"Secret {secret_id!r} does not exist: check the SecretId and the region"
+                ) from None
+            raise
+        return SecretMeta(
+            arn=found["ARN"],
+            name=found["Name"],
+            rotation_enabled=bool(found.get("RotationEnabled", False)),
+            versions={
+                version: frozenset(stages) for version, stages in found.get("VersionIdsToStages", {}).items()
+            },
+        )
+
+    def get(self, secret_id: str, *, stage: str, version_id: str | None = None) -> str:
+        """Read by explicit stage (and version): an unstaged read may return a stale value."""
+        value = self.find(secret_id, stage=stage, version_id=version_id)
+        if value is None:
+            which = f"version {version_id} " if version_id else ""
+            raise SecretNotFoundError(f"Secret {secret_id!r} has no {which}value labelled {stage}")
+        return value
+
+    def find(self, secret_id: str, *, stage: str, version_id: str | None = None) -> str | None:
+        kwargs: dict[str, str] = {"SecretId": secret_id, "VersionStage": stage}
+        if version_id is not None:
+            kwargs["VersionId"] = version_id
+        try:
+            found = self.client.get_secret_value(**kwargs)
+        except Exception as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        if "SecretString" not in found:
+            raise SecretNotFoundError(
+                f"Secret {secret_id!r} holds binary data; rotators rotate SecretString values"
+            )
+        return found["SecretString"]
+
+    def put_pending(self, secret_id: str, token: str, value: str, rotation_token: str | None = None) -> None:
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "ClientRequestToken": token,
+            "SecretString": value,
+            "VersionStages": [AWSPENDING],
+        }
+        if rotation_token:
+            kwargs["RotationToken"] = rotation_token
+        self.client.put_secret_value(**kwargs)
+
+    def move_stage(self, secret_id: str, stage: str, *, to_version: str, from_version: str | None) -> None:
+        kwargs: dict[str, str] = {
+            "SecretId": secret_id,
+            "VersionStage": stage,
+            "MoveToVersionId": to_version,
+        }
+        if from_version is not None:
+            kwargs["RemoveFromVersionId"] = from_version
+        self.client.update_secret_version_stage(**kwargs)
+
+    def remove_stage(self, secret_id: str, stage: str, *, from_version: str) -> None:
+        self.client.update_secret_version_stage(
+            SecretId=secret_id, VersionStage=stage, RemoveFromVersionId=from_version
+        )
+
+    def random_password(self, policy: PasswordPolicy) -> str:
+        return self.client.get_random_password(
+            PasswordLength=policy.length,
+            ExcludeCharacters=policy.exclude_characters,
+            ExcludeNumbers=policy.exclude_numbers,
+            ExcludePunctuation=policy.exclude_punctuation,
+            ExcludeUppercase=policy.exclude_uppercase,
+            ExcludeLowercase=policy.exclude_lowercase,
+            IncludeSpace=False,
+            RequireEachIncludedType=policy.require_each_included_type,
+        )["RandomPassword"]
