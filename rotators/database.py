@@ -14,6 +14,7 @@ from rotators.errors import (
     ConfigurationError,
     LoginError,
     SecretFormatError,
+    SecretNotFoundError,
     TargetMismatchError,
 )
 from rotators.log import logger
@@ -314,7 +315,13 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     def _master(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> DatabaseSecret:
         assert pending.masterarn is not None
         where = f"the master secret {pending.masterarn!r}"
-        text = self.store.get(pending.masterarn, stage=AWSCURRENT)
+        try:
+            text = self.store.get(pending.masterarn, stage=AWSCURRENT)
+        except SecretNotFoundError:
+            raise SecretNotFoundError(
+                f"{where}, named by 'masterarn' in {ctx.secret_id!r}, does not exist or has no "
+                "AWSCURRENT value: fix 'masterarn' or create the master secret"
+            ) from None
         ctx.remember(text)
         master = self.parse(text, where=where)
         ctx.remember(master.password)

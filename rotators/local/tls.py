@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,15 @@ def _builder(subject: str, issuer: str, public_key: Any) -> x509.CertificateBuil
 class CertificateAuthority:
     cert_path: Path
     key_path: Path
+    name: str
 
     @classmethod
     def create(cls, directory: Path) -> CertificateAuthority:
         directory.mkdir(parents=True, exist_ok=True)
         key = _key()
+        name = f"rotators local CA {secrets.token_hex(4)}"
         cert = (
-            _builder("rotators local CA", "rotators local CA", key.public_key())
+            _builder(name, name, key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -70,7 +73,7 @@ class CertificateAuthority:
             )
             .sign(key, hashes.SHA256())
         )
-        ca = cls(directory / "ca.crt", directory / "ca.key")
+        ca = cls(directory / "ca.crt", directory / "ca.key", name)
         ca.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, ca.key_path)
         return ca
@@ -86,7 +89,7 @@ class CertificateAuthority:
             x509.IPAddress(ipaddress.ip_address("::1")),
         ]
         cert = (
-            _builder("localhost", "rotators local CA", key.public_key())
+            _builder("localhost", self.name, key.public_key())
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256())

@@ -1,0 +1,106 @@
+"""Secrets Manager's contract, enforced by the base class before any engine code runs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from rotators.engines.postgresql import handler
+from rotators.errors import EventError, RotationNotEnabledError, SecretNotFoundError, VersionStageError
+from rotators.local.postgres import PostgresServer
+from rotators.local.secretsmanager import LocalSecretsManager
+from tests.conftest import Admin, Watched, invoke, pg_secret
+
+
+@pytest.fixture
+def secret(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    role_name: str,
+    new_password: Callable[[], str],
+) -> str:
+    password = new_password()
+    admin.create_role(role_name, password)
+    return local_sm.create_secret(role_name, pg_secret(pg, role_name, password))
+
+
+def test_rotation_must_be_enabled(local_sm: LocalSecretsManager, secret: str) -> None:
+    with pytest.raises(RotationNotEnabledError, match="rotate-secret"):
+        invoke(handler, secret, str(uuid.uuid4()), "createSecret")
+
+
+def test_the_token_must_be_a_version_of_the_secret(local_sm: LocalSecretsManager, secret: str) -> None:
+    local_sm.start_rotation(secret)
+    labels = local_sm.stages(secret)
+    for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        with pytest.raises(VersionStageError, match="not a version"):
+            invoke(handler, secret, str(uuid.uuid4()), step)
+    assert local_sm.stages(secret) == labels
+
+
+def test_a_finished_token_is_a_no_op_for_every_step(
+    local_sm: LocalSecretsManager, admin: Admin, secret: str
+) -> None:
+    token = local_sm.start_rotation(secret)
+    invoke(handler, secret, token)
+    labels, current = local_sm.stages(secret), local_sm.value(secret, "AWSCURRENT")
+    invoke(handler, secret, token)
+    assert local_sm.stages(secret) == labels
+    assert admin.logs_in(current["username"], current["password"])
+
+
+def test_a_finish_that_stopped_between_its_label_moves_is_completed(
+    local_sm: LocalSecretsManager, admin: Admin, secret: str
+) -> None:
+    token = local_sm.start_rotation(secret)
+    invoke(handler, secret, token, "createSecret", "setSecret", "testSecret")
+    old = next(v for v, s in local_sm.stages(secret).items() if "AWSCURRENT" in s)
+    # the first half of finishSecret, then the process died
+    local_sm.client.update_secret_version_stage(
+        SecretId=secret, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=old
+    )
+    assert sorted(local_sm.stages(secret)[token]) == ["AWSCURRENT", "AWSPENDING"]
+    invoke(handler, secret, token, "finishSecret")
+    assert local_sm.stages(secret)[token] == ["AWSCURRENT"]
+    invoke(handler, secret, local_sm.start_rotation(secret))  # the next rotation is not refused
+    current = local_sm.value(secret, "AWSCURRENT")
+    assert admin.logs_in(current["username"], current["password"])
+
+
+def test_the_rotation_token_is_passed_on_and_never_logged(
+    local_sm: LocalSecretsManager, secret: str, leak_check: Watched
+) -> None:
+    rotation_token = "rt-" + uuid.uuid4().hex + uuid.uuid4().hex
+    leak_check.add(rotation_token)
+    token = local_sm.start_rotation(secret)
+    invoke(handler, secret, token, RotationToken=rotation_token)
+    assert list(local_sm.stages(secret)[token]) == ["AWSCURRENT"]
+
+
+def test_an_unknown_secret_is_a_clear_error(local_sm: LocalSecretsManager) -> None:
+    with pytest.raises(SecretNotFoundError, match="does not exist"):
+        invoke(handler, "no-such-secret", str(uuid.uuid4()), "createSecret")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {"SecretId": "s", "ClientRequestToken": "t"},
+        {"SecretId": "s", "ClientRequestToken": "t", "Step": "rotateSecret"},
+        {"SecretId": 5, "ClientRequestToken": "t", "Step": "createSecret"},
+    ],
+)
+def test_bad_events_fail_before_any_call(local_sm: LocalSecretsManager, event: dict[str, object]) -> None:
+    with pytest.raises(EventError):
+        handler(event, None)
+
+
+def test_snake_case_steps_are_accepted(local_sm: LocalSecretsManager, admin: Admin, secret: str) -> None:
+    before = local_sm.value(secret, "AWSCURRENT")["password"]
+    token = local_sm.start_rotation(secret)
+    invoke(handler, secret, token, "create_secret", "set_secret", "test_secret", "finish_secret")
+    assert local_sm.value(secret, "AWSPREVIOUS")["password"] == before
