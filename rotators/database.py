@@ -104,7 +104,7 @@ def parse_database_secret(
         )
     port_value = raw.get("port", default_port)
     try:
-        if isinstance(port_value, bool):
+        if isinstance(port_value, bool) or not isinstance(port_value, int | str):
             raise ValueError
         port = int(port_value)
     except (TypeError, ValueError):
@@ -301,7 +301,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         try:
             with self.connect(pending, master.username, master.password) as conn:
                 source = ctx.current.username
-                if pending.username == other_user(source) and not source.endswith(CLONE_SUFFIX):
+                if pending.username == source + CLONE_SUFFIX:
                     self.clone_user(conn, source, pending.username, pending.password)
                 else:
                     self.set_password(conn, pending.username, pending.password)

@@ -8,10 +8,23 @@ REDACTED = "<redacted>"
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every known secret value in a driver message before it is logged or re-raised."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    """Hide every known secret value in a driver message before it is logged or re-raised.
+
+    Occurrences are found in the original text first, so overlapping secrets are hidden whole.
+    """
+    hidden = [False] * len(text)
+    for secret in {s for s in secrets if s}:
+        start = text.find(secret)
+        while start != -1:
+            hidden[start : start + len(secret)] = [True] * len(secret)
+            start = text.find(secret, start + 1)
+    parts: list[str] = []
+    for index, char in enumerate(text):
+        if not hidden[index]:
+            parts.append(char)
+        elif index == 0 or not hidden[index - 1]:
+            parts.append(REDACTED)
+    return "".join(parts)
 
 
 class RotationError(Exception):

@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from rotators.log import logger
 from rotators.local.postgres import PostgresFactory, PostgresServer
 from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.log import logger
 from rotators.secrets import SecretStore
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
@@ -29,10 +29,19 @@ STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 # -- the leak check: no secret value may reach a log line or captured output --------------------
 @dataclass
 class Watched:
+    capture: pytest.CaptureFixture[str] | None = None
     values: set[str] = field(default_factory=set)
+    output: list[str] = field(default_factory=list)
 
     def add(self, *values: str) -> None:
         self.values.update(v for v in values if v)
+
+    def read_output(self) -> str:
+        """What the test printed so far; use it instead of capfd, so the check still sees it."""
+        assert self.capture is not None
+        out, err = self.capture.readouterr()
+        self.output.extend([out, err])
+        return out
 
 
 _generated = Watched()
@@ -44,7 +53,7 @@ def leak_check(
 ) -> Iterator[Watched]:
     """Fails a test if any password it generated, stored or watched shows up in its output:
     our JSON log lines as Lambda would print them, any other log record, stdout and stderr."""
-    watched = Watched()
+    watched = Watched(capfd)
     _generated.values.clear()
     lines = _JsonLines()
     package_logger = logging.getLogger(logger.name)
@@ -56,9 +65,9 @@ def leak_check(
     if "local_sm" in request.fixturenames:
         watched.add(*_stored_values(request.getfixturevalue("_sm_server")))
     watched.add(*_generated.values)
-    out, err = capfd.readouterr()
+    watched.read_output()
     records = [r for phase in ("setup", "call") for r in caplog.get_records(phase)]
-    seen = "\n".join([out, err, *lines.lines, *(f"{r.getMessage()} {r.__dict__}" for r in records)])
+    seen = "\n".join([*watched.output, *lines.lines, *(f"{r.getMessage()} {r.__dict__}" for r in records)])
     leaked = sorted(v for v in watched.values if v in seen)
     assert not leaked, f"{len(leaked)} secret value(s) appeared in logs or output"
 

@@ -21,7 +21,10 @@ CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
         'import logging; logging.getLogger("psycopg").warning(SECRET)',
     ],
 )
-def test_a_leaked_secret_fails_the_test(pytester: pytest.Pytester, leak: str) -> None:
+def test_a_leaked_secret_fails_the_test(
+    pytester: pytest.Pytester, leak: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(
         f"""

@@ -84,28 +84,33 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
     def clone_user(self, conn: psycopg.Connection[Any], source: str, clone: str, password: str) -> None:
         """The clone logs in as itself and acts as the source role, so objects either creates are
         owned by the same role and both keep every privilege the source has, now and later."""
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [clone]).fetchone()
-        verb = "ALTER" if exists else "CREATE"
         statements = [
-            sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
-                sql.Identifier(clone), sql.Literal(password)
-            ),
             sql.SQL("GRANT {} TO {}").format(sql.Identifier(source), sql.Identifier(clone)),
             sql.SQL("ALTER ROLE {} SET role = {}").format(sql.Identifier(clone), sql.Literal(source)),
         ]
-        self._execute(conn, statements, password)
+        with self._refused_as_change_error(password):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [clone]).fetchone()
+        verb = sql.SQL("ALTER" if exists else "CREATE")
+        create = sql.SQL("{} ROLE {} WITH LOGIN PASSWORD {}").format(
+            verb, sql.Identifier(clone), sql.Literal(password)
+        )
+        self._execute(conn, [create, *statements], password)
 
     def probe(self, conn: psycopg.Connection[Any], username: str) -> None:
         row = conn.execute("SELECT session_user, 1 + 1").fetchone()
         if row is None or row[0] != username or row[1] != 2:
             raise SecretTestError(f"The test query did not run as {username!r}")
 
+    def _execute(self, conn: psycopg.Connection[Any], statements: list[sql.Composed], password: str) -> None:
+        with self._refused_as_change_error(password), conn.transaction():
+            for statement in statements:
+                conn.execute(statement)
+
     @staticmethod
-    def _execute(conn: psycopg.Connection[Any], statements: list[sql.Composed], password: str) -> None:
+    @contextmanager
+    def _refused_as_change_error(password: str) -> Iterator[None]:
         try:
-            with conn.transaction():
-                for statement in statements:
-                    conn.execute(statement)
+            yield
         except psycopg.Error as exc:
             raise PasswordChangeError(
                 f"PostgreSQL refused the change: {redact(str(exc), [password]).strip()}"

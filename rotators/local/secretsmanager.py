@@ -62,13 +62,15 @@ class LocalSecretsManager:
         )
 
     def _placeholder_lambda(self) -> str:
-        """RotateSecret needs a function ARN; this one is never really run."""
-        role = self._client("iam").create_role(RoleName="rotator", AssumeRolePolicyDocument="{}")
+        """RotateSecret needs a function ARN; this one is never really run. moto keeps one state
+        per process, so names are unique to this endpoint."""
+        name = f"rotator-placeholder-{uuid.uuid4().hex[:8]}"
+        role = self._client("iam").create_role(RoleName=name, AssumeRolePolicyDocument="{}")
         bundle = io.BytesIO()
         with zipfile.ZipFile(bundle, "w") as archive:
             archive.writestr("placeholder.py", "def handler(event, context):\n    return None\n")
         function = self._client("lambda").create_function(
-            FunctionName="rotator-placeholder",
+            FunctionName=name,
             Runtime="python3.12",
             Role=role["Role"]["Arn"],
             Handler="placeholder.handler",
@@ -81,9 +83,11 @@ class LocalSecretsManager:
         return {**FAKE_CREDENTIALS, "SECRETS_MANAGER_ENDPOINT": self.endpoint_url}
 
     @contextmanager
-    def environ(self) -> Iterator[None]:
-        saved = {key: os.environ.get(key) for key in self.environment()}
-        os.environ.update(self.environment())
+    def environ(self, **extra: str) -> Iterator[None]:
+        """Point rotators in this process at this endpoint; the old environment comes back after."""
+        wanted = {**self.environment(), **extra}
+        saved = {key: os.environ.get(key) for key in wanted}
+        os.environ.update(wanted)
         try:
             yield
         finally:

@@ -1,0 +1,154 @@
+"""parse_database_secret and DatabaseSecret: the JSON format AWS's rotation functions use."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from rotators.database import DatabaseSecret, TlsSettings, other_user, parse_database_secret
+from rotators.errors import SecretFormatError
+
+PASSWORD = "S3cr3t-Value-xyz"
+WHERE = "the AWSCURRENT version of 'demo'"
+DROP = object()
+
+
+def text(**changes: Any) -> str:
+    """A valid secret as JSON; a change to DROP removes the key."""
+    value: dict[str, Any] = {
+        "engine": "postgres",
+        "host": "DB.example.com",
+        "port": 5432,
+        "username": "app",
+        "password": PASSWORD,
+        "dbname": "appdb",
+    }
+    value.update(changes)
+    return json.dumps({k: v for k, v in value.items() if v is not DROP})
+
+
+def parse(secret_text: str) -> DatabaseSecret:
+    return parse_database_secret(
+        secret_text,
+        engines=frozenset({"postgres", "aurora-postgresql"}),
+        default_port=5432,
+        default_dbname="postgres",
+        handler_hint="x",
+        where=WHERE,
+    )
+
+
+# -- accepted formats ----------------------------------------------------------------------------
+def test_a_complete_secret() -> None:
+    secret = parse(text(masterarn="arn:master"))
+    assert (secret.engine, secret.host, secret.port) == ("postgres", "DB.example.com", 5432)
+    assert (secret.username, secret.password, secret.dbname) == ("app", PASSWORD, "appdb")
+    assert secret.masterarn == "arn:master"
+    assert secret.tls == TlsSettings(enabled=True, mode=None, ca_bundle=None)
+    assert secret.target == ("db.example.com", 5432, "appdb")
+
+
+@pytest.mark.parametrize("port", [6543, "6543"])
+def test_port_as_number_or_numeric_string(port: object) -> None:
+    assert parse(text(port=port)).port == 6543
+
+
+def test_port_and_dbname_default() -> None:
+    assert parse(text(port=DROP)).port == 5432
+    assert parse(text(dbname=DROP)).dbname == "postgres"
+    assert parse(text(dbname=None)).dbname == "postgres"
+    assert parse(text(dbname="")).dbname == "postgres"
+
+
+def test_aurora_engine() -> None:
+    assert parse(text(engine="aurora-postgresql")).engine == "aurora-postgresql"
+
+
+def test_unknown_keys_are_carried_forward() -> None:
+    extra = {"proxy": {"endpoint": "p.example.com", "ids": [1, 2]}, "note": "ops", "port": "6543"}
+    original = json.loads(text(**extra))
+    secret = parse(json.dumps(original))
+    rotated = secret.with_login("app_clone", "N3w-Value")
+    assert json.loads(rotated.to_json()) == {**original, "username": "app_clone", "password": "N3w-Value"}
+    assert (rotated.username, rotated.password) == ("app_clone", "N3w-Value")
+    assert json.loads(secret.to_json()) == original  # the old value is untouched
+
+
+@pytest.mark.parametrize(
+    ("ssl", "enabled"), [(True, True), (False, False), ("true", True), ("false", False), ("FALSE", False)]
+)
+def test_ssl_flag(ssl: object, enabled: bool) -> None:
+    assert parse(text(ssl=ssl)).tls.enabled is enabled
+
+
+def test_sslmode_and_sslrootcert_go_into_tls() -> None:
+    secret = parse(text(sslmode="verify-ca", sslrootcert="/opt/ca.pem"))
+    assert secret.tls == TlsSettings(enabled=True, mode="verify-ca", ca_bundle="/opt/ca.pem")
+
+
+def test_repr_never_shows_the_password() -> None:
+    secret = parse(text(note=PASSWORD))  # even a copy of it under another key
+    for shown in (repr(secret), str(secret), repr(secret.with_login("app", PASSWORD))):
+        assert "'app'" in shown
+        assert PASSWORD not in shown
+
+
+# -- errors ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("secret_text", "fragments"),
+    [
+        (f'{{"password": "{PASSWORD}", ', ["not valid JSON"]),
+        (json.dumps(["postgres", PASSWORD]), ["JSON object"]),
+        (text(host=DROP), ["lacks 'host'"]),
+        (text(username=""), ["lacks 'username'"]),
+        (text(password=DROP), ["lacks 'password'"]),
+        (text(engine=DROP, host=None), ["lacks 'engine', 'host'"]),
+        (text(engine="mysql"), ["engine 'mysql'", "x"]),
+        (text(port=0), ["'port'", "between 1 and 65535"]),
+        (text(port=65536), ["'port'", "between 1 and 65535"]),
+        (text(port="5432x"), ["'port'", "must be a number"]),
+        (text(port=PASSWORD), ["'port'", "must be a number"]),
+        (text(port=True), ["'port'", "must be a number"]),
+        (text(port=None), ["'port'", "must be a number"]),
+        (text(username=42), ["'username'", "must be a string"]),
+        (text(password=[PASSWORD]), ["'password'", "must be a string"]),
+        (text(ssl="maybe"), ["'ssl'", "true or false"]),
+        (text(ssl=1), ["'ssl'", "true or false"]),
+        (text(sslmode=1), ["'sslmode'", "must be a string"]),
+    ],
+)
+def test_format_errors_name_the_key_never_the_password(secret_text: str, fragments: list[str]) -> None:
+    with pytest.raises(SecretFormatError) as caught:
+        parse(secret_text)
+    message = str(caught.value)
+    assert WHERE in message
+    for fragment in fragments:
+        assert fragment in message
+    assert PASSWORD not in message
+
+
+def test_port_with_a_fraction_is_rejected() -> None:
+    with pytest.raises(SecretFormatError, match="'port'"):
+        parse(text(port=5432.9))
+
+
+# -- other_user ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "partner"),
+    [
+        ("app", "app_clone"),
+        ("app_clone", "app"),
+        ("app_clone_clone", "app_clone"),
+        ("_clone", "_clone_clone"),  # never the empty name
+        ("_clone_clone", "_clone"),
+    ],
+)
+def test_other_user(name: str, partner: str) -> None:
+    assert other_user(name) == partner
+
+
+@pytest.mark.parametrize("name", ["app", "_clone", "App-User"])
+def test_other_user_alternates(name: str) -> None:
+    assert other_user(other_user(name)) == name

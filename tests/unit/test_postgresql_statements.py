@@ -1,0 +1,234 @@
+"""PostgreSQLRotator without a server: its TLS options and the exact SQL it sends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from rotators.database import DatabaseSecret
+from rotators.engines.postgresql import PostgreSQLRotator
+from rotators.errors import ConfigurationError, PasswordChangeError, SecretTestError
+from rotators.rotation import RotationContext, RotationEvent, Step
+from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
+
+SOURCE = "O'Neil-App we\"ird"
+SOURCE_ID = '"O\'Neil-App we""ird"'
+CLONE_ID = '"O\'Neil-App we""ird_clone"'
+PASSWORD = "it's-S3cr3t-Value"
+PASSWORD_LITERAL = "'it''s-S3cr3t-Value'"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def secret(**changes: Any) -> DatabaseSecret:
+    value = {"engine": "postgres", "host": "db", "username": "app", "password": PASSWORD, **changes}
+    return PostgreSQLRotator().parse(json.dumps(value), where="the test secret")
+
+
+# -- TLS -------------------------------------------------------------------------------------------------
+def test_tls_default_is_verified_against_the_system_store() -> None:
+    assert PostgreSQLRotator.tls_options(secret()) == {"sslmode": "verify-full", "sslrootcert": "system"}
+
+
+def test_tls_ca_bundle_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", "/env/ca.pem")
+    assert PostgreSQLRotator.tls_options(secret())["sslrootcert"] == "/env/ca.pem"
+    assert PostgreSQLRotator.tls_options(secret(sslrootcert="/own/ca.pem"))["sslrootcert"] == "/own/ca.pem"
+
+
+def test_tls_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = PostgreSQLRotator.tls_options
+    assert options(secret(sslmode="verify-ca")) == {"sslmode": "verify-ca", "sslrootcert": "system"}
+    monkeypatch.setenv("ROTATORS_SSLMODE", "require")
+    assert options(secret()) == {"sslmode": "require"}
+    assert options(secret(sslmode="verify-full"))["sslmode"] == "verify-full"  # the secret wins
+
+
+@pytest.mark.parametrize("ssl", [False, "false"])
+def test_plaintext_when_the_secret_says_so(ssl: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROTATORS_SSLMODE", "verify-full")
+    assert PostgreSQLRotator.tls_options(secret(ssl=ssl)) == {"sslmode": "disable"}
+    assert PostgreSQLRotator.tls_options(secret(sslmode="disable")) == {"sslmode": "disable"}
+
+
+@pytest.mark.parametrize("mode", ["prefer", "allow", "verify_full"])
+def test_weak_or_unknown_sslmode_in_the_secret_is_refused(mode: str) -> None:
+    with pytest.raises(ConfigurationError, match=repr(mode)):
+        PostgreSQLRotator.tls_options(secret(sslmode=mode))
+
+
+@pytest.mark.parametrize("mode", ["prefer", "allow", "disable"])
+def test_weak_sslmode_in_the_environment_is_refused(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROTATORS_SSLMODE", mode)
+    with pytest.raises(ConfigurationError, match='"ssl": false'):
+        PostgreSQLRotator.tls_options(secret())
+
+
+# -- SQL -----------------------------------------------------------------------------------------------
+class Result:
+    def __init__(self, row: tuple[Any, ...] | None) -> None:
+        self.row = row
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.row
+
+
+class RecordingConnection:
+    """Records (sql, params, inside a transaction) for every statement; answers two queries."""
+
+    def __init__(
+        self,
+        *,
+        existing: frozenset[str] = frozenset(),
+        session_row: tuple[Any, ...] | None = ("app", 2),
+        fail_with: Exception | None = None,
+    ) -> None:
+        self.existing, self.session_row, self.fail_with = existing, session_row, fail_with
+        self.sent: list[tuple[str, Any, bool]] = []
+        self.in_transaction = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.in_transaction = True
+        try:
+            yield
+        finally:
+            self.in_transaction = False
+
+    def execute(self, statement: str | sql.Composed, params: Any = None) -> Result:
+        text = statement if isinstance(statement, str) else statement.as_string(None)
+        self.sent.append((text, params, self.in_transaction))
+        if isinstance(statement, sql.Composed) and self.fail_with is not None:
+            raise self.fail_with
+        if text.startswith("SELECT 1 FROM pg_roles"):
+            return Result((1,) if params[0] in self.existing else None)
+        if text.startswith("SELECT session_user"):
+            return Result(self.session_row)
+        return Result(None)
+
+    def as_conn(self) -> psycopg.Connection[Any]:
+        return cast("psycopg.Connection[Any]", self)
+
+
+def test_set_password_sql() -> None:
+    conn = RecordingConnection()
+    PostgreSQLRotator().set_password(conn.as_conn(), SOURCE, PASSWORD)
+    assert conn.sent == [(f"ALTER ROLE {SOURCE_ID} WITH PASSWORD {PASSWORD_LITERAL}", None, True)]
+
+
+@pytest.mark.parametrize(
+    ("existing", "verb"), [(frozenset(), "CREATE"), (frozenset({SOURCE + "_clone"}), "ALTER")]
+)
+def test_clone_user_sql(existing: frozenset[str], verb: str) -> None:
+    conn = RecordingConnection(existing=existing)
+    PostgreSQLRotator().clone_user(conn.as_conn(), SOURCE, SOURCE + "_clone", PASSWORD)
+    assert conn.sent == [
+        ("SELECT 1 FROM pg_roles WHERE rolname = %s", [SOURCE + "_clone"], False),
+        (f"{verb} ROLE {CLONE_ID} WITH LOGIN PASSWORD {PASSWORD_LITERAL}", None, True),
+        (f"GRANT {SOURCE_ID} TO {CLONE_ID}", None, True),
+        (f"ALTER ROLE {CLONE_ID} SET role = 'O''Neil-App we\"ird'", None, True),
+    ]
+
+
+def test_probe() -> None:
+    PostgreSQLRotator().probe(RecordingConnection(session_row=("app", 2)).as_conn(), "app")
+    for row in [("postgres", 2), ("app", 3), None]:
+        with pytest.raises(SecretTestError, match="'app'"):
+            PostgreSQLRotator().probe(RecordingConnection(session_row=row).as_conn(), "app")
+
+
+@pytest.mark.parametrize("call", ["set_password", "clone_user"])
+def test_driver_error_becomes_password_change_error_without_the_password(call: str) -> None:
+    refusal = psycopg.errors.InsufficientPrivilege(
+        f"permission denied to alter role: {PASSWORD} / {PASSWORD}"
+    )
+    conn = RecordingConnection(fail_with=refusal)
+    rotator = PostgreSQLRotator()
+    with pytest.raises(PasswordChangeError) as caught:
+        if call == "set_password":
+            rotator.set_password(conn.as_conn(), "app", PASSWORD)
+        else:
+            rotator.clone_user(conn.as_conn(), "app", "app_clone", PASSWORD)
+    message = str(caught.value)
+    assert "permission denied to alter role" in message
+    assert "<redacted>" in message
+    assert PASSWORD not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained original
+
+
+# -- which statements setSecret of a master (alternating-users) rotation sends -------------------------
+class FakeSecretsManager:
+    """Stands in for the boto3 client: GetSecretValue by stage from a table, a fixed new password."""
+
+    def __init__(self, values: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self.values = values
+
+    def get_secret_value(self, *, SecretId: str, VersionStage: str, VersionId: str | None = None) -> Any:
+        return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)])}
+
+    def get_random_password(self, **policy: Any) -> Any:
+        return {"RandomPassword": "New-Value-2"}
+
+
+class OfflinePostgreSQLRotator(PostgreSQLRotator):
+    """The real engine, whose connect() hands out the recording connection instead of a socket."""
+
+    def __init__(self, client: FakeSecretsManager, conn: RecordingConnection) -> None:
+        super().__init__(SecretStore(cast(Any, client)))
+        self.conn = conn
+        self.logins: list[str] = []
+
+    @contextmanager
+    def connect(self, secret: DatabaseSecret, username: str, password: str) -> Iterator[Any]:
+        self.logins.append(username)
+        yield self.conn
+
+
+def master_set_sql(current_user: str) -> list[str]:
+    """createSecret then setSecret from `current_user`; the SQL setSecret sent as the master."""
+    login = {"engine": "postgres", "host": "db", "port": 5432, "dbname": "postgres"}
+    client = FakeSecretsManager(
+        {
+            ("demo", AWSCURRENT): {**login, "username": current_user, "password": "Old-1", "masterarn": "m"},
+            ("m", AWSCURRENT): {**login, "username": "postgres", "password": "Master-3"},
+        }
+    )
+    rotator = OfflinePostgreSQLRotator(client, RecordingConnection())
+    meta = SecretMeta(
+        "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
+    )
+    pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
+    client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
+    rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), meta))
+    assert rotator.logins == ["postgres"]
+    return [text for text, _, _ in rotator.conn.sent]
+
+
+def test_master_rotation_of_a_user_creates_its_clone() -> None:
+    assert master_set_sql("app") == [
+        "SELECT 1 FROM pg_roles WHERE rolname = %s",
+        """CREATE ROLE "app_clone" WITH LOGIN PASSWORD 'New-Value-2'""",
+        'GRANT "app" TO "app_clone"',
+        """ALTER ROLE "app_clone" SET role = 'app'""",
+    ]
+
+
+def test_master_rotation_of_the_clone_sets_the_original_password() -> None:
+    assert master_set_sql("app_clone") == ["""ALTER ROLE "app" WITH PASSWORD 'New-Value-2'"""]
+
+
+def test_master_rotation_of_the_user_named_clone_creates_its_clone() -> None:
+    assert master_set_sql("_clone")[:2] == [
+        "SELECT 1 FROM pg_roles WHERE rolname = %s",
+        """CREATE ROLE "_clone_clone" WITH LOGIN PASSWORD 'New-Value-2'""",
+    ]
