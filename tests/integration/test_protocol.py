@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import boto3
 import pytest
 
 from rotators.engines.postgresql import handler
@@ -104,3 +105,47 @@ def test_snake_case_steps_are_accepted(local_sm: LocalSecretsManager, admin: Adm
     token = local_sm.start_rotation(secret)
     invoke(handler, secret, token, "create_secret", "set_secret", "test_secret", "finish_secret")
     assert local_sm.value(secret, "AWSPREVIOUS")["password"] == before
+
+
+def test_each_step_makes_one_describe_and_set_makes_one_connection(
+    local_sm: LocalSecretsManager, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common path is cheap: one DescribeSecret per invocation, and a single-user setSecret
+    logs in once (with AWSCURRENT) instead of trying a doomed login first."""
+    from rotators.engines.postgresql import PostgreSQLRotator
+    from rotators.secrets import SecretStore
+
+    calls: list[str] = []
+    store = SecretStore(boto3.client("secretsmanager", endpoint_url=local_sm.endpoint_url))
+    store.client.meta.events.register(
+        "before-call.secretsmanager.*", lambda model, **_: calls.append(model.name)
+    )
+    logins: list[str] = []
+    original_connect = PostgreSQLRotator.connect
+
+    def counting_connect(self: PostgreSQLRotator, secret: object, username: str, password: str) -> object:
+        logins.append(username)
+        return original_connect(self, secret, username, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PostgreSQLRotator, "connect", counting_connect)
+    rotator = PostgreSQLRotator(store)
+    token = local_sm.start_rotation(secret)
+    per_step: dict[str, list[str]] = {}
+    for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        calls.clear()
+        logins.clear()
+        rotator.handle({"SecretId": secret, "ClientRequestToken": token, "Step": step})
+        per_step[step] = [*calls, *(f"login:{u}" for u in logins)]
+    user = local_sm.value(secret, "AWSCURRENT")["username"]
+    assert per_step == {
+        "createSecret": [
+            "DescribeSecret",
+            "GetSecretValue",
+            "GetSecretValue",
+            "GetRandomPassword",
+            "PutSecretValue",
+        ],
+        "setSecret": ["DescribeSecret", "GetSecretValue", "GetSecretValue", f"login:{user}"],
+        "testSecret": ["DescribeSecret", "GetSecretValue", "GetSecretValue", f"login:{user}"],
+        "finishSecret": ["DescribeSecret", "UpdateSecretVersionStage", "UpdateSecretVersionStage"],
+    }
