@@ -17,7 +17,7 @@ from rotators.errors import (
     SecretNotFoundError,
     TargetMismatchError,
 )
-from rotators.log import logger
+from rotators.log import logger, tracer
 from rotators.rotation import RotationContext, Rotator
 from rotators.secrets import AWSCURRENT, PasswordPolicy
 
@@ -155,6 +155,10 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigurationError(f"Environment variable {name} must be a whole number") from None
 
 
+def _log_strategy(secret: DatabaseSecret) -> None:
+    logger.append_keys(strategy="alternating_users" if secret.masterarn else "single_user")
+
+
 def other_user(username: str) -> str:
     """The alternating partner: `app` <-> `app_clone`."""
     if username.endswith(CLONE_SUFFIX) and len(username) > len(CLONE_SUFFIX):
@@ -171,6 +175,14 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     max_username_bytes: ClassVar[int]
     excluded_characters: ClassVar[str] = "/@\"'\\ "
     password_length: ClassVar[int] = 32
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Trace every engine call, never capturing its result or error (either may hold a secret)."""
+        super().__init_subclass__(**kwargs)
+        for name in ("connect", "set_password", "clone_user", "probe"):
+            if name in cls.__dict__:
+                method = cls.__dict__[name]
+                setattr(cls, name, tracer.capture_method(method, capture_response=False, capture_error=False))
 
     # -- what an engine declares -------------------------------------------------------
     @abstractmethod
@@ -225,6 +237,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     # -- the hooks ------------------------------------------------------------------------
     def make_pending(self, ctx: RotationContext[DatabaseSecret]) -> DatabaseSecret:
         current = ctx.current
+        _log_strategy(current)
         username = other_user(current.username) if current.masterarn else current.username
         if len(username.encode()) > self.max_username_bytes:
             raise SecretFormatError(
@@ -241,7 +254,9 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
             self._set_as_user(ctx, pending)
 
     def test_pending(self, ctx: RotationContext[DatabaseSecret]) -> None:
-        pending = self._checked_pending(ctx)
+        """Only the pending version is needed: it logs in as itself, wherever it points."""
+        pending = ctx.pending
+        _log_strategy(pending)
         with self.connect(pending, pending.username, pending.password) as conn:
             self.probe(conn, pending.username)
 
@@ -249,6 +264,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     def _checked_pending(self, ctx: RotationContext[DatabaseSecret]) -> DatabaseSecret:
         """A rotator must not be tricked into changing passwords on another server."""
         pending, current = ctx.pending, ctx.current
+        _log_strategy(pending)
         if pending.target != current.target or pending.masterarn != current.masterarn:
             raise TargetMismatchError(
                 f"The AWSPENDING version of {ctx.secret_id!r} points at another server, database or "

@@ -6,6 +6,7 @@ and fills three hooks: make the pending value, apply it to the target, test it.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SecretsManagerEvent
 
 from rotators.errors import (
@@ -23,7 +25,7 @@ from rotators.errors import (
     VersionStageError,
     redact,
 )
-from rotators.log import logger
+from rotators.log import logger, metrics, tracer
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
 
 S = TypeVar("S")
@@ -96,7 +98,7 @@ class RotationContext(Generic[S]):
 
     @cached_property
     def current(self) -> S:
-        return self._read(AWSCURRENT)
+        return self._read(AWSCURRENT, self.meta.version_with(AWSCURRENT))
 
     @cached_property
     def pending(self) -> S:
@@ -105,9 +107,8 @@ class RotationContext(Generic[S]):
     @cached_property
     def previous(self) -> S | None:
         """AWSPREVIOUS, or None on a secret that was never rotated."""
-        if self.meta.version_with(AWSPREVIOUS) is None:
-            return None
-        return self._read(AWSPREVIOUS)
+        version = self.meta.version_with(AWSPREVIOUS)
+        return None if version is None else self._read(AWSPREVIOUS, version)
 
     def _read(self, stage: str, version_id: str | None = None) -> S:
         text = self.store.get(self.secret_id, stage=stage, version_id=version_id)
@@ -131,6 +132,11 @@ class Rotator(ABC, Generic[S]):
 
     def __init__(self, store: SecretStore | None = None) -> None:
         self.store = store or SecretStore()
+        # Flush EMF metrics after every invocation (and a ColdStart metric on the first); trace
+        # the invocation without capturing its response or error, either of which may hold a secret.
+        self._instrumented = metrics.log_metrics(capture_cold_start_metric=True)(
+            tracer.capture_lambda_handler(self._handle, capture_response=False, capture_error=False)
+        )
 
     # -- the secret value format -------------------------------------------------------
     @abstractmethod
@@ -161,9 +167,35 @@ class Rotator(ABC, Generic[S]):
     # -- the protocol ----------------------------------------------------------------------
     def handle(self, raw_event: Mapping[str, Any], context: object = None) -> None:
         """The Lambda entry point: Secrets Manager calls it once per step."""
-        event = RotationEvent.parse(raw_event)
-        logger.append_keys(secret_id=event.secret_id, step=event.step.value, rotator=self.kind)
+        self._instrumented(raw_event, context)
+
+    def _handle(self, raw_event: Mapping[str, Any], context: object) -> None:
+        metrics.add_dimension(name="engine", value=self.kind)
+        try:
+            event = RotationEvent.parse(raw_event)
+        except EventError as exc:
+            metrics.add_dimension(name="step", value="invalid")
+            metrics.add_metric(name="StepFailed", unit=MetricUnit.Count, value=1)
+            logger.error(f"rejected the event: {exc}", extra={"error": type(exc).__name__})
+            raise
         logger.set_correlation_id(event.token)
+        metrics.add_dimension(name="step", value=event.step.value)
+        started = time.perf_counter()
+        with logger.append_context_keys(secret_id=event.secret_id, step=event.step.value, engine=self.kind):
+            try:
+                self._handle_event(event)
+                elapsed_ms = 1000 * (time.perf_counter() - started)
+                metrics.add_metric(name="StepSucceeded", unit=MetricUnit.Count, value=1)
+                logger.info(f"{event.step.value} succeeded", extra={"duration_ms": round(elapsed_ms, 1)})
+            except Exception:
+                elapsed_ms = 1000 * (time.perf_counter() - started)
+                metrics.add_metric(name="StepFailed", unit=MetricUnit.Count, value=1)
+                raise
+            finally:
+                metrics.add_metric(name="StepDuration", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+                logger.remove_keys(["strategy"])  # learnt from the secret; not carried to the next call
+
+    def _handle_event(self, event: RotationEvent) -> None:
         ctx: RotationContext[S] | None = None
         try:
             meta = self.store.describe(event.secret_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 AWSCURRENT = "AWSCURRENT"
 AWSPENDING = "AWSPENDING"
 AWSPREVIOUS = "AWSPREVIOUS"
+_CACHED_VERSIONS = 64
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class SecretStore:
 
     def __init__(self, client: SecretsManagerClient | None = None) -> None:
         self._explicit_client = client
+        # A version's value never changes, so a warm container need not read it twice: the four
+        # steps of a rotation usually run in one container and share what createSecret wrote.
+        self._versions: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @property
     def client(self) -> SecretsManagerClient:
@@ -109,6 +114,9 @@ class SecretStore:
         return value
 
     def find(self, secret_id: str, *, stage: str, version_id: str | None = None) -> str | None:
+        """Read by stage, or by version id (from this invocation's DescribeSecret) and stage."""
+        if version_id is not None and (secret_id, version_id) in self._versions:
+            return self._versions[(secret_id, version_id)]
         kwargs: dict[str, str] = {"SecretId": secret_id, "VersionStage": stage}
         if version_id is not None:
             kwargs["VersionId"] = version_id
@@ -122,7 +130,14 @@ class SecretStore:
             raise SecretNotFoundError(
                 f"Secret {secret_id!r} holds binary data; rotators rotate SecretString values"
             )
+        self._remember(secret_id, found["VersionId"], found["SecretString"])
         return found["SecretString"]
+
+    def _remember(self, secret_id: str, version_id: str, value: str) -> None:
+        self._versions[(secret_id, version_id)] = value
+        self._versions.move_to_end((secret_id, version_id))
+        while len(self._versions) > _CACHED_VERSIONS:
+            self._versions.popitem(last=False)
 
     def put_pending(self, secret_id: str, token: str, value: str, rotation_token: str | None = None) -> None:
         kwargs: dict[str, Any] = {
@@ -134,6 +149,7 @@ class SecretStore:
         if rotation_token:
             kwargs["RotationToken"] = rotation_token
         self.client.put_secret_value(**kwargs)
+        self._remember(secret_id, token, value)
 
     def move_stage(self, secret_id: str, stage: str, *, to_version: str, from_version: str | None) -> None:
         kwargs: dict[str, str] = {

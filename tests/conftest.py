@@ -32,9 +32,14 @@ class Watched:
     capture: pytest.CaptureFixture[str] | None = None
     values: set[str] = field(default_factory=set)
     output: list[str] = field(default_factory=list)
+    log_lines: list[str] = field(default_factory=list)
 
     def add(self, *values: str) -> None:
         self.values.update(v for v in values if v)
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The package's log lines so far, parsed, as Lambda would print them."""
+        return [json.loads(line) for line in self.log_lines]
 
     def read_output(self) -> str:
         """What the test printed so far; use it instead of capfd, so the check still sees it."""
@@ -55,7 +60,7 @@ def leak_check(
     our JSON log lines as Lambda would print them, any other log record, stdout and stderr."""
     watched = Watched(capfd)
     _generated.values.clear()
-    lines = _JsonLines()
+    lines = _JsonLines(watched.log_lines)
     package_logger = logging.getLogger(logger.name)
     package_logger.addHandler(lines)
     try:
@@ -67,7 +72,8 @@ def leak_check(
     watched.add(*_generated.values)
     watched.read_output()
     records = [r for phase in ("setup", "call") for r in caplog.get_records(phase)]
-    seen = "\n".join([*watched.output, *lines.lines, *(f"{r.getMessage()} {r.__dict__}" for r in records)])
+    other_records = [f"{r.getMessage()} {r.__dict__}" for r in records]
+    seen = "\n".join([*watched.output, *watched.log_lines, *other_records])
     leaked = sorted(v for v in watched.values if v in seen)
     assert not leaked, f"{len(leaked)} secret value(s) appeared in logs or output"
 
@@ -75,10 +81,10 @@ def leak_check(
 class _JsonLines(logging.Handler):
     """Formats records with the Powertools formatter, exactly as the Lambda log would show them."""
 
-    def __init__(self) -> None:
+    def __init__(self, lines: list[str]) -> None:
         super().__init__(level=logging.DEBUG)
         self.setFormatter(logger.registered_formatter)
-        self.lines: list[str] = []
+        self.lines = lines
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))

@@ -77,7 +77,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
 
     def set_password(self, conn: psycopg.Connection[Any], username: str, password: str) -> None:
         statement = sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
-            sql.Identifier(username), sql.Literal(password)
+            sql.Identifier(username), self._verifier(conn, username, password)
         )
         self._execute(conn, [statement], password)
 
@@ -92,7 +92,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [clone]).fetchone()
         verb = sql.SQL("ALTER" if exists else "CREATE")
         create = sql.SQL("{} ROLE {} WITH LOGIN PASSWORD {}").format(
-            verb, sql.Identifier(clone), sql.Literal(password)
+            verb, sql.Identifier(clone), self._verifier(conn, clone, password)
         )
         self._execute(conn, [create, *statements], password)
 
@@ -100,6 +100,13 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         row = conn.execute("SELECT session_user, 1 + 1").fetchone()
         if row is None or row[0] != username or row[1] != 2:
             raise SecretTestError(f"The test query did not run as {username!r}")
+
+    def _verifier(self, conn: psycopg.Connection[Any], username: str, password: str) -> sql.Literal:
+        """The password as libpq hashes it for this server (SCRAM-SHA-256, or md5 where the server
+        still asks for it), so the clear password never reaches the server or its statement log."""
+        with self._refused_as_change_error(password):
+            verifier = conn.pgconn.encrypt_password(password.encode(), username.encode())
+        return sql.Literal(verifier.decode())
 
     def _execute(self, conn: psycopg.Connection[Any], statements: list[sql.Composed], password: str) -> None:
         with self._refused_as_change_error(password), conn.transaction():

@@ -78,13 +78,14 @@ class PostgresServer:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        logfile = open(self.datadir.parent / "server.log", "ab")  # noqa: SIM115 - owned by the process
+        logfile = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         command = [
             str(self.bindir / "postgres"), "-D", str(self.datadir),
             "-c", f"port={self.port}", "-c", f"listen_addresses={self.host}",
             "-c", f"unix_socket_directories={self.datadir.parent}",
             "-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "log_statement=all",  # so tests can prove no password reaches the server's log
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=logfile, stderr=logfile, user=self.user)
         logfile.close()
@@ -92,7 +93,7 @@ class PostgresServer:
         pidfile = self.datadir / "postmaster.pid"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"PostgreSQL exited at start: see {self.datadir.parent / 'server.log'}")
+                raise RuntimeError(f"PostgreSQL exited at start: see {self.log_path}")
             if pidfile.exists() and "ready" in pidfile.read_text():
                 return
             time.sleep(0.02)
@@ -109,6 +110,10 @@ class PostgresServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.datadir.parent / "server.log"
 
     def admin_dsn(self) -> dict[str, str | int]:
         """psycopg keyword arguments for the superuser, over verified TLS."""

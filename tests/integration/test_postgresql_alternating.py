@@ -73,6 +73,8 @@ def test_two_alternating_rotations_keep_both_logins_working(
     assert admin.logs_in(third["username"], third["password"])
     assert not admin.logs_in(role_name, first["password"])
     assert sorted(local_sm.stages(app_secret).values()) == [["AWSCURRENT"], ["AWSPREVIOUS"]]
+    log = pg.log_path.read_text(errors="replace")
+    assert "CREATE ROLE" in log and second["password"] not in log and third["password"] not in log
 
 
 def test_the_clone_can_use_and_create_what_the_original_can(

@@ -268,3 +268,16 @@ def test_not_json_secret_is_a_typed_error(local_sm: LocalSecretsManager, role_na
     token = local_sm.start_rotation(arn)
     with pytest.raises(SecretFormatError, match="not valid JSON"):
         invoke(handler, arn, token, "createSecret")
+
+
+def test_only_a_scram_verifier_reaches_the_server(
+    local_sm: LocalSecretsManager, admin: Admin, pg: PostgresServer, secret: str
+) -> None:
+    """The server logs every statement here (log_statement=all): the new password must not be in it."""
+    invoke(handler, secret, local_sm.start_rotation(secret))
+    current = local_sm.value(secret, "AWSCURRENT")
+    stored = admin.sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (current["username"],))
+    assert stored[0][0].startswith("SCRAM-SHA-256$4096:")
+    log = pg.log_path.read_text(errors="replace")
+    assert f'ALTER ROLE "{current["username"]}" WITH PASSWORD \'SCRAM-SHA-256$' in log
+    assert current["password"] not in log

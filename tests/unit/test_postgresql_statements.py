@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,11 @@ SOURCE = "O'Neil-App we\"ird"
 SOURCE_ID = '"O\'Neil-App we""ird"'
 CLONE_ID = '"O\'Neil-App we""ird_clone"'
 PASSWORD = "it's-S3cr3t-Value"
-PASSWORD_LITERAL = "'it''s-S3cr3t-Value'"
+
+
+def verifier_literal(user: str, password: str) -> str:
+    """What the engine sends instead of the password: the verifier libpq made (faked below)."""
+    return "'" + FakePgConn.verifier(user.encode(), password.encode()).decode().replace("'", "''") + "'"
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +88,17 @@ class Result:
         return self.row
 
 
+class FakePgConn:
+    """libpq's PQencryptPasswordConn, faked: a verifier that names the user, never the password."""
+
+    @staticmethod
+    def verifier(user: bytes, password: bytes) -> bytes:
+        return b"SCRAM-SHA-256$4096:fake$" + user + b":" + hashlib.sha256(password).hexdigest()[:12].encode()
+
+    def encrypt_password(self, passwd: bytes, user: bytes, algorithm: bytes | None = None) -> bytes:
+        return self.verifier(user, passwd)
+
+
 class RecordingConnection:
     """Records (sql, params, inside a transaction) for every statement; answers two queries."""
 
@@ -96,6 +112,7 @@ class RecordingConnection:
         self.existing, self.session_row, self.fail_with = existing, session_row, fail_with
         self.sent: list[tuple[str, Any, bool]] = []
         self.in_transaction = False
+        self.pgconn = FakePgConn()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -123,7 +140,10 @@ class RecordingConnection:
 def test_set_password_sql() -> None:
     conn = RecordingConnection()
     PostgreSQLRotator().set_password(conn.as_conn(), SOURCE, PASSWORD)
-    assert conn.sent == [(f"ALTER ROLE {SOURCE_ID} WITH PASSWORD {PASSWORD_LITERAL}", None, True)]
+    assert conn.sent == [
+        (f"ALTER ROLE {SOURCE_ID} WITH PASSWORD {verifier_literal(SOURCE, PASSWORD)}", None, True)
+    ]
+    assert PASSWORD not in str(conn.sent), "only the verifier reaches the server"
 
 
 @pytest.mark.parametrize(
@@ -134,7 +154,11 @@ def test_clone_user_sql(existing: frozenset[str], verb: str) -> None:
     PostgreSQLRotator().clone_user(conn.as_conn(), SOURCE, SOURCE + "_clone", PASSWORD)
     assert conn.sent == [
         ("SELECT 1 FROM pg_roles WHERE rolname = %s", [SOURCE + "_clone"], False),
-        (f"{verb} ROLE {CLONE_ID} WITH LOGIN PASSWORD {PASSWORD_LITERAL}", None, True),
+        (
+            f"{verb} ROLE {CLONE_ID} WITH LOGIN PASSWORD {verifier_literal(SOURCE + '_clone', PASSWORD)}",
+            None,
+            True,
+        ),
         (f"GRANT {SOURCE_ID} TO {CLONE_ID}", None, True),
         (f"ALTER ROLE {CLONE_ID} SET role = 'O''Neil-App we\"ird'", None, True),
     ]
@@ -174,7 +198,8 @@ class FakeSecretsManager:
         self.values = values
 
     def get_secret_value(self, *, SecretId: str, VersionStage: str, VersionId: str | None = None) -> Any:
-        return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)])}
+        version = VersionId or f"{SecretId}-{VersionStage}"
+        return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
 
     def get_random_password(self, **policy: Any) -> Any:
         return {"RandomPassword": "New-Value-2"}
@@ -217,18 +242,20 @@ def master_set_sql(current_user: str) -> list[str]:
 def test_master_rotation_of_a_user_creates_its_clone() -> None:
     assert master_set_sql("app") == [
         "SELECT 1 FROM pg_roles WHERE rolname = %s",
-        """CREATE ROLE "app_clone" WITH LOGIN PASSWORD 'New-Value-2'""",
+        f'CREATE ROLE "app_clone" WITH LOGIN PASSWORD {verifier_literal("app_clone", "New-Value-2")}',
         'GRANT "app" TO "app_clone"',
         """ALTER ROLE "app_clone" SET role = 'app'""",
     ]
 
 
 def test_master_rotation_of_the_clone_sets_the_original_password() -> None:
-    assert master_set_sql("app_clone") == ["""ALTER ROLE "app" WITH PASSWORD 'New-Value-2'"""]
+    assert master_set_sql("app_clone") == [
+        f'ALTER ROLE "app" WITH PASSWORD {verifier_literal("app", "New-Value-2")}'
+    ]
 
 
 def test_master_rotation_of_the_user_named_clone_creates_its_clone() -> None:
     assert master_set_sql("_clone")[:2] == [
         "SELECT 1 FROM pg_roles WHERE rolname = %s",
-        """CREATE ROLE "_clone_clone" WITH LOGIN PASSWORD 'New-Value-2'""",
+        f'CREATE ROLE "_clone_clone" WITH LOGIN PASSWORD {verifier_literal("_clone_clone", "New-Value-2")}',
     ]
