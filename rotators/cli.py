@@ -21,7 +21,18 @@ def main(argv: list[str] | None = None) -> int:
         help="which rotation strategy to show (default: both)",
     )
     demo.add_argument("--verbose", action="store_true", help="also print the rotator's JSON log lines")
+    check = commands.add_parser(
+        "check", help="preflight a secret before turning rotation on (changes nothing)"
+    )
+    check.add_argument("--secret-id", required=True, help="name or ARN of the secret")
+    check.add_argument("--engine", help="engine module (postgresql, mysql, ...); default: the secret's")
+    check.add_argument("--json", action="store_true", help="print the checks as JSON")
     args = parser.parse_args(argv)
+
+    if args.command == "check":
+        from rotators import check as check_module
+
+        return check_module.render(check_module.run_checks(args.secret_id, args.engine), args.json)
 
     if args.command == "demo":
         os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "WARNING"

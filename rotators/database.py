@@ -24,6 +24,7 @@ from rotators.secrets import AWSCURRENT, PasswordPolicy
 Conn = TypeVar("Conn")
 
 CLONE_SUFFIX = "_clone"
+NOT_CHECKED = "not checked"  # change_privileges of an engine that cannot tell
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -136,6 +137,33 @@ def _optional_str(raw: Mapping[str, Any], key: str, where: str) -> str | None:
     raise SecretFormatError(f"Key {key!r} in {where} must be a string")
 
 
+TLS_MODES = ("require", "verify-ca", "verify-full")
+
+
+def tls_mode(secret: DatabaseSecret) -> str | None:
+    """The TLS mode of a login, in libpq's words; None (plaintext) only when the secret says so.
+
+    The secret's `sslmode`, else ROTATORS_SSLMODE, else verify-full. For engines whose driver
+    does not speak libpq's sslmode: `require` encrypts, `verify-ca` checks the chain, and
+    `verify-full` checks the chain and the host name.
+    """
+    if not secret.tls.enabled or secret.tls.mode == "disable":
+        return None
+    mode = secret.tls.mode or os.environ.get("ROTATORS_SSLMODE") or "verify-full"
+    if mode not in TLS_MODES:
+        raise ConfigurationError(
+            f"sslmode {mode!r} is not accepted: use require, verify-ca or verify-full, or put "
+            '"ssl": false in the secret to connect without TLS'
+        )
+    return mode
+
+
+def ca_bundle(secret: DatabaseSecret) -> str | None:
+    """The CA bundle path (`sslrootcert`, else ROTATORS_CA_BUNDLE); None means the system store."""
+    path = secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE") or None
+    return None if path == "system" else path
+
+
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -202,6 +230,15 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     def probe(self, conn: Conn, username: str) -> None:
         """Run a test query; raise SecretTestError unless logged in as `username`."""
 
+    # -- what `rotators check` asks an engine (optional) ----------------------------------
+    def transport(self, conn: Conn, secret: DatabaseSecret) -> str:
+        """How the connection is protected, in words."""
+        return "TLS" if secret.tls.enabled else "plaintext"
+
+    def change_privileges(self, conn: Conn, username: str, *, as_master: bool) -> str | None:
+        """What the logged-in user lacks to rotate `username` (None: nothing)."""
+        return NOT_CHECKED
+
     # -- the secret format ----------------------------------------------------------------
     def parse(self, text: str, *, where: str) -> DatabaseSecret:
         return parse_database_secret(
@@ -238,13 +275,26 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     def make_pending(self, ctx: RotationContext[DatabaseSecret]) -> DatabaseSecret:
         current = ctx.current
         _log_strategy(current)
-        username = other_user(current.username) if current.masterarn else current.username
+        username = self.partner(current.username) if current.masterarn else current.username
+        self.check_username(username, original=current.username)
+        return current.with_login(username, self.store.random_password(self.password_policy()))
+
+    # -- user names: engines whose names carry quoting or case rules override these ---------
+    def clone_name(self, username: str) -> str:
+        """The clone of an original user in alternating rotation: `app` -> `app_clone`."""
+        return username + CLONE_SUFFIX
+
+    def partner(self, username: str) -> str:
+        """The other user of an alternating pair: `app` <-> `app_clone`."""
+        return other_user(username)
+
+    def check_username(self, username: str, *, original: str) -> None:
+        """Refuse, at createSecret and so before anything changes, a name the engine cannot use."""
         if len(username.encode()) > self.max_username_bytes:
             raise SecretFormatError(
                 f"User name {username!r} is longer than {self.max_username_bytes} bytes, the limit "
-                f"of {self.kind}: shorten {current.username!r} so that its clone name fits"
+                f"of {self.kind}: shorten {original!r} so that its clone name fits"
             )
-        return current.with_login(username, self.store.random_password(self.password_policy()))
 
     def set_pending(self, ctx: RotationContext[DatabaseSecret]) -> None:
         pending = self._checked_pending(ctx)
@@ -274,6 +324,12 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
             raise TargetMismatchError(
                 f"The AWSPENDING version of {ctx.secret_id!r} names another user than AWSCURRENT "
                 "in single-user rotation: cancel this rotation and fix the pending version"
+            )
+        if pending.masterarn and pending.username != self.partner(current.username):
+            raise TargetMismatchError(
+                f"The AWSPENDING version of {ctx.secret_id!r} names another user than the partner "
+                f"of {current.username!r} in alternating rotation: cancel this rotation and fix the "
+                "pending version"
             )
         return pending
 
@@ -317,7 +373,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         try:
             with self.connect(pending, master.username, master.password) as conn:
                 source = ctx.current.username
-                if pending.username == source + CLONE_SUFFIX:
+                if pending.username == self.clone_name(source):
                     self.clone_user(conn, source, pending.username, pending.password)
                 else:
                     self.set_password(conn, pending.username, pending.password)

@@ -75,6 +75,39 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             options["sslrootcert"] = secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE") or "system"
         return options
 
+    def transport(self, conn: psycopg.Connection[Any], secret: DatabaseSecret) -> str:
+        if not conn.pgconn.ssl_in_use:
+            return "plaintext, as the secret asks"
+        mode = self.tls_options(secret)["sslmode"]
+        verified = "certificate verified" if mode.startswith("verify") else "certificate NOT verified"
+        return f"TLS (sslmode={mode}, {verified})"
+
+    def change_privileges(
+        self, conn: psycopg.Connection[Any], username: str, *, as_master: bool
+    ) -> str | None:
+        """Any role may change its own password; a master needs CREATEROLE, and from PostgreSQL 16
+        on, ADMIN OPTION on the user's role to grant it to the clone."""
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [username]).fetchone():
+            return f"role {username!r} does not exist"
+        if not as_master:
+            return None
+        row = conn.execute(
+            "SELECT r.rolsuper, r.rolcreaterole, current_setting('server_version_num')::int, EXISTS ("
+            " SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.roleid"
+            " WHERE u.rolname = %s AND m.member = r.oid AND m.admin_option)"
+            " FROM pg_roles r WHERE r.rolname = current_user",
+            [username],
+        ).fetchone()
+        assert row is not None
+        superuser, createrole, version, admin = row
+        if superuser:
+            return None
+        if not createrole:
+            return "the master user lacks CREATEROLE (ALTER ROLE master CREATEROLE)"
+        if version >= 160000 and not admin:
+            return f"the master user needs ADMIN OPTION on {username!r} (GRANT ... WITH ADMIN OPTION)"
+        return None
+
     def set_password(self, conn: psycopg.Connection[Any], username: str, password: str) -> None:
         statement = sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
             sql.Identifier(username), self._verifier(conn, username, password)

@@ -1,0 +1,198 @@
+"""`rotators check`: preflight a secret before turning rotation on. It changes nothing.
+
+Every check goes through the same store and engine code as a rotation, so a pass here means
+the rotator will be able to read the secret, log in and change the password.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rotators.database import CLONE_SUFFIX, NOT_CHECKED, DatabaseRotator, DatabaseSecret, other_user
+from rotators.errors import RotationError
+from rotators.secrets import AWSCURRENT, SecretStore
+
+# The secret's `engine` value -> the engine module that rotates it.
+ENGINE_MODULES = {
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
+    "aurora-postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "aurora-mysql": "mysql",
+    "redshift": "redshift",
+    "oracle": "oracle",
+    "mongo": "documentdb",
+    "documentdb": "documentdb",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool | None  # None: shown for information, never fails the run
+    detail: str
+    fix: str = ""
+
+
+def rotator_for(engine_module: str) -> DatabaseRotator[Any]:
+    """The very rotator the Lambda handler of that engine uses."""
+    try:
+        module = importlib.import_module(f"rotators.engines.{engine_module}")
+    except ModuleNotFoundError as exc:
+        raise RotationError(
+            f"No rotator for engine {engine_module!r} (or its driver is not installed: {exc.name}); "
+            f"install rotators[{engine_module}]"
+        ) from None
+    rotator = module.handler.__self__
+    assert isinstance(rotator, DatabaseRotator)
+    return rotator
+
+
+def run_checks(secret_id: str, engine: str | None = None, store: SecretStore | None = None) -> list[Check]:
+    return list(_checks(secret_id, engine, store or SecretStore()))
+
+
+def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[Check]:
+    try:
+        meta = store.describe(secret_id)
+        text = store.get(secret_id, stage=AWSCURRENT)
+    except Exception as exc:
+        yield Check("secret readable", False, _safe(exc), "check the secret id, region and IAM permissions")
+        return
+    yield Check("secret readable", True, f"{meta.name}: AWSCURRENT read")
+    described = store.client.describe_secret(SecretId=secret_id)
+    rules = described.get("RotationRules", {})
+    schedule = rules.get("ScheduleExpression") or (
+        f"every {rules['AutomaticallyAfterDays']} days" if "AutomaticallyAfterDays" in rules else "none"
+    )
+    yield Check(
+        "rotation settings",
+        None,
+        f"enabled={meta.rotation_enabled}, lambda={described.get('RotationLambdaARN') or 'none'}, "
+        f"schedule={schedule}",
+    )
+
+    module = engine or _engine_of(text)
+    if module is None:
+        yield Check("engine", False, "the secret has no known 'engine'", "pass --engine or set 'engine'")
+        return
+    try:
+        rotator = rotator_for(ENGINE_MODULES.get(module, module))
+        secret = rotator.parse(text, where=f"the AWSCURRENT version of {meta.name!r}")
+    except RotationError as exc:
+        yield Check("secret format", False, str(exc), "fix the secret JSON (see README: The secret)")
+        return
+    strategy = "alternating users" if secret.masterarn else "single user"
+    yield Check(
+        "secret format", True, f"{rotator.kind}, {strategy}, {secret.host}:{secret.port}/{secret.dbname}"
+    )
+    yield from _name_and_policy(rotator, secret)
+    master = None
+    if secret.masterarn:
+        master = yield from _master(rotator, store, secret)
+        if master is None:
+            return
+    login = master or secret
+    who = "master user" if master else "user"
+    try:
+        with rotator.connect(secret, login.username, login.password) as conn:
+            yield Check(f"{who} logs in", True, f"{login.username!r} over {rotator.transport(conn, secret)}")
+            problem = rotator.change_privileges(conn, secret.username, as_master=master is not None)
+    except RotationError as exc:
+        yield Check(
+            f"{who} logs in", False, str(exc), "fix the password, TLS settings (CA bundle) or network"
+        )
+        return
+    if problem is NOT_CHECKED:
+        yield Check("privileges", None, f"not checked for {rotator.kind} yet")
+    elif problem is None:
+        yield Check(
+            "privileges", True, "can change the password" + (" and manage the clone" if master else "")
+        )
+    else:
+        yield Check("privileges", False, problem, "grant what is missing (see README: Two strategies)")
+
+
+def _name_and_policy(rotator: DatabaseRotator[Any], secret: DatabaseSecret) -> Iterator[Check]:
+    names = [secret.username, other_user(secret.username)] if secret.masterarn else [secret.username]
+    too_long = [n for n in names if len(n.encode()) > rotator.max_username_bytes]
+    yield Check(
+        "user name length",
+        not too_long,
+        f"longest {max(len(n.encode()) for n in names)} bytes of {rotator.max_username_bytes}"
+        + (f" (with {CLONE_SUFFIX!r})" if secret.masterarn else ""),
+        "shorten the user name so that its clone name fits" if too_long else "",
+    )
+    try:
+        policy = rotator.password_policy()
+    except RotationError as exc:
+        yield Check("password policy", False, str(exc), "fix the Lambda's environment variables")
+        return
+    missing = sorted(set(rotator.excluded_characters) - set(policy.exclude_characters))
+    yield Check(
+        "password policy",
+        not missing,
+        f"length {policy.length}, excluded {policy.exclude_characters!r}",
+        f"EXCLUDE_CHARACTERS should keep {''.join(missing)!r}, which break {rotator.kind} clients"
+        if missing
+        else "",
+    )
+
+
+def _master(
+    rotator: DatabaseRotator[Any], store: SecretStore, secret: DatabaseSecret
+) -> Generator[Check, None, DatabaseSecret | None]:
+    assert secret.masterarn is not None
+    try:
+        master = rotator.parse(store.get(secret.masterarn, stage=AWSCURRENT), where="the master secret")
+    except Exception as exc:
+        yield Check("master secret", False, _safe(exc), "fix 'masterarn' or the Lambda's access to it")
+        return None
+    if (master.host.lower(), master.port) != (secret.host.lower(), secret.port):
+        yield Check(
+            "master secret",
+            False,
+            f"points at {master.host}:{master.port}, not {secret.host}:{secret.port}",
+            "the master secret must name the same host and port",
+        )
+        return None
+    yield Check("master secret", True, f"{master.username!r} on the same host")
+    return master
+
+
+def _engine_of(text: str) -> str | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    engine = value.get("engine") if isinstance(value, dict) else None
+    return engine if isinstance(engine, str) else None
+
+
+def _safe(exc: Exception) -> str:
+    """Our errors are safe to show; an SDK error is shown by its code only."""
+    if isinstance(exc, RotationError):
+        return str(exc)
+    response: Any = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"{type(exc).__name__}: {code}" if code else type(exc).__name__
+
+
+def render(checks: list[Check], as_json: bool, out: Callable[[str], None] = print) -> int:
+    failed = [c for c in checks if c.passed is False]
+    if as_json:
+        out(json.dumps({"passed": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            mark = {True: "PASS", False: "FAIL", None: "INFO"}[c.passed]
+            out(f"{mark}  {c.name:<{width}}  {c.detail}")
+            if c.fix:
+                out(f"      {'':<{width}}  fix: {c.fix}")
+        out("\nAll checks passed." if not failed else f"\n{len(failed)} check(s) failed.")
+    return 1 if failed else 0

@@ -1,0 +1,178 @@
+"""`rotators check` against a real PostgreSQL: good secrets pass, each broken one fails its row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotators.cli import main
+from rotators.local.postgres import PostgresServer
+from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.local.tls import CertificateAuthority
+from tests.conftest import Admin, Watched, pg_secret
+
+
+def check(leak_check: Watched, arn: str, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    """Run the command as a user would, and return its exit code and rows by name (from --json)."""
+    code = main(["check", "--secret-id", arn, "--json", *extra])
+    report = json.loads(leak_check.read_output())
+    assert report["passed"] is (code == 0)
+    return code, {row["name"]: row for row in report["checks"]}
+
+
+@pytest.fixture
+def user(admin: Admin, role_name: str, new_password: Callable[[], str]) -> tuple[str, str]:
+    password = new_password()
+    admin.create_role(role_name, password)
+    return role_name, password
+
+
+@pytest.fixture
+def master(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    role_name: str,
+    new_password: Callable[[], str],
+) -> str:
+    name, password = f"m_{role_name}", new_password()
+    admin.create_role(name, password, "CREATEROLE")
+    return local_sm.create_secret(name, pg_secret(pg, name, password))
+
+
+def test_a_good_single_user_secret_passes_and_nothing_changes(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    user: tuple[str, str],
+    leak_check: Watched,
+) -> None:
+    arn = local_sm.create_secret(user[0], pg_secret(pg, *user))
+    before = local_sm.stages(arn)
+    assert main(["check", "--secret-id", arn]) == 0
+    table = leak_check.read_output()
+    assert "FAIL" not in table and table.rstrip().endswith("All checks passed.")
+    assert "PASS  user logs in" in table and "TLS (sslmode=verify-full, certificate verified)" in table
+    assert "INFO  rotation settings" in table and "enabled=False" in table
+    assert local_sm.stages(arn) == before
+    assert admin.logs_in(*user)
+
+
+def test_a_good_alternating_secret_passes(
+    local_sm: LocalSecretsManager, pg: PostgresServer, user: tuple[str, str], master: str, leak_check: Watched
+) -> None:
+    arn = local_sm.create_secret(user[0], pg_secret(pg, *user, masterarn=master))
+    code, rows = check(leak_check, arn)
+    assert code == 0
+    assert rows["master secret"]["passed"] and rows["master user logs in"]["passed"]
+    assert rows["privileges"]["detail"] == "can change the password and manage the clone"
+    assert "alternating users" in rows["secret format"]["detail"]
+
+
+def test_a_wrong_password_fails_the_login(
+    local_sm: LocalSecretsManager, pg: PostgresServer, user: tuple[str, str], leak_check: Watched
+) -> None:
+    wrong = "Wrong-" + user[1]
+    leak_check.add(wrong)
+    code, rows = check(leak_check, local_sm.create_secret(user[0], pg_secret(pg, user[0], wrong)))
+    assert code == 1
+    assert rows["user logs in"]["passed"] is False and "refused the login" in rows["user logs in"]["detail"]
+
+
+def test_an_unknown_certificate_authority_fails_the_login(
+    local_sm: LocalSecretsManager,
+    pg: PostgresServer,
+    user: tuple[str, str],
+    leak_check: Watched,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(CertificateAuthority.create(tmp_path).cert_path))
+    code, rows = check(leak_check, local_sm.create_secret(user[0], pg_secret(pg, *user)))
+    assert code == 1 and "certificate verify failed" in rows["user logs in"]["detail"]
+
+
+def test_a_master_without_createrole_fails_the_privileges(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    user: tuple[str, str],
+    new_password: Callable[[], str],
+    leak_check: Watched,
+) -> None:
+    name, password = f"weak_{user[0]}", new_password()
+    admin.create_role(name, password)
+    weak = local_sm.create_secret(name, pg_secret(pg, name, password))
+    code, rows = check(leak_check, local_sm.create_secret(user[0], pg_secret(pg, *user, masterarn=weak)))
+    assert code == 1 and "lacks CREATEROLE" in rows["privileges"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("change", "row", "expected"),
+    [
+        ({"engine": "mysql"}, "secret format", "engine 'mysql'"),
+        ({"host": None}, "secret format", "lacks 'host'"),
+        ({"port": 70000}, "secret format", "between 1 and 65535"),
+        (
+            {"masterarn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone-AbCdEf"},
+            "master secret",
+            "has no value labelled AWSCURRENT",
+        ),
+    ],
+)
+def test_a_broken_secret_fails_its_row(
+    local_sm: LocalSecretsManager,
+    pg: PostgresServer,
+    user: tuple[str, str],
+    leak_check: Watched,
+    change: dict[str, Any],
+    row: str,
+    expected: str,
+) -> None:
+    value = {**pg_secret(pg, *user), **change}
+    code, rows = check(leak_check, local_sm.create_secret(user[0], value), "--engine", "postgresql")
+    assert code == 1
+    assert rows[row]["passed"] is False and expected in rows[row]["detail"] and rows[row]["fix"]
+
+
+def test_a_master_on_another_port_is_refused(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    user: tuple[str, str],
+    master: str,
+    leak_check: Watched,
+) -> None:
+    elsewhere = {**local_sm.value(master, "AWSCURRENT"), "port": pg.port + 1}
+    other = local_sm.create_secret(f"other_{user[0]}", elsewhere)
+    code, rows = check(leak_check, local_sm.create_secret(user[0], pg_secret(pg, *user, masterarn=other)))
+    assert code == 1 and "not 127.0.0.1" in rows["master secret"]["detail"]
+
+
+def test_a_user_name_whose_clone_does_not_fit_fails(
+    local_sm: LocalSecretsManager, pg: PostgresServer, master: str, leak_check: Watched
+) -> None:
+    value = pg_secret(pg, "u" * 60, "Long-User-Pass-1", masterarn=master)
+    code, rows = check(leak_check, local_sm.create_secret(f"long-{master[-6:]}", value))
+    assert code == 1 and rows["user name length"]["passed"] is False
+
+
+def test_excluded_characters_weaker_than_the_engine_needs_fail(
+    local_sm: LocalSecretsManager,
+    pg: PostgresServer,
+    user: tuple[str, str],
+    leak_check: Watched,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EXCLUDE_CHARACTERS", "/@")
+    code, rows = check(leak_check, local_sm.create_secret(user[0], pg_secret(pg, *user)))
+    assert code == 1 and "EXCLUDE_CHARACTERS should keep" in rows["password policy"]["fix"]
+
+
+def test_a_missing_secret_fails_the_first_row(local_sm: LocalSecretsManager, leak_check: Watched) -> None:
+    code, rows = check(leak_check, "no-such-secret")
+    assert code == 1 and list(rows) == ["secret readable"]
