@@ -97,17 +97,22 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
         master = yield from _master(rotator, store, secret)
         if master is None:
             return
-    login = master or secret
-    who = "master user" if master else "user"
-    try:
-        with rotator.connect(secret, login.username, login.password) as conn:
-            yield Check(f"{who} logs in", True, f"{login.username!r} over {rotator.transport(conn, secret)}")
-            problem = rotator.change_privileges(conn, secret.username, as_master=master is not None)
-    except RotationError as exc:
-        yield Check(
-            f"{who} logs in", False, str(exc), "fix the password, TLS settings (CA bundle) or network"
-        )
-        return
+    # The user's own login proves AWSCURRENT; the last login is the one that will change passwords.
+    logins = [("user", secret)] + ([("master user", master)] if master else [])
+    problem: str | None = None
+    for who, login in logins:
+        try:
+            with rotator.connect(secret, login.username, login.password) as conn:
+                yield Check(
+                    f"{who} logs in", True, f"{login.username!r} over {rotator.transport(conn, secret)}"
+                )
+                if login is logins[-1][1]:
+                    problem = rotator.change_privileges(conn, secret.username, as_master=master is not None)
+        except RotationError as exc:
+            yield Check(
+                f"{who} logs in", False, str(exc), "fix the password, TLS settings (CA bundle) or network"
+            )
+            return
     if problem is NOT_CHECKED:
         yield Check("privileges", None, f"not checked for {rotator.kind} yet")
     elif problem is None:

@@ -69,6 +69,7 @@ def test_a_good_alternating_secret_passes(
     code, rows = check(leak_check, arn)
     assert code == 0
     assert rows["master secret"]["passed"] and rows["master user logs in"]["passed"]
+    assert rows["user logs in"]["passed"], "the current credentials themselves are checked too"
     assert rows["privileges"]["detail"] == "can change the password and manage the clone"
     assert "alternating users" in rows["secret format"]["detail"]
 
