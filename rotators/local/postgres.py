@@ -86,6 +86,7 @@ class PostgresServer:
             "-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "log_statement=all",  # so tests can prove no password reaches the server's log
+            "-c", "log_connections=on",  # so benchmarks can count the connections a rotation opens
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=logfile, stderr=logfile, user=self.user)
         logfile.close()
