@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test lint unit server-packages clean
+.PHONY: demo test lint unit bench server-packages clean sam-validate sam-build sam-check
 
 # A virtualenv with the package (editable), its PostgreSQL driver and the dev tools.
 $(BIN)/.installed: pyproject.toml
@@ -19,20 +19,61 @@ server-packages:
 	else echo "Installing the PostgreSQL server binaries (apt-get)..."; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+	@if [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null 2>&1; then :; \
+	else echo "Installing the MariaDB server binaries (apt-get)..."; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; fi
 
 demo: server-packages $(BIN)/.installed
 	$(BIN)/rotators demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check rotators tests
-	$(BIN)/ruff format --check rotators tests
+	$(BIN)/ruff check rotators tests bench sam
+	$(BIN)/ruff format --check rotators tests bench sam
 	$(BIN)/mypy
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit
 
-test: server-packages lint
+test: server-packages lint sam-check
 	$(BIN)/pytest
 
+# The README's performance tables: rotations against local servers, then the built bundles.
+bench: server-packages $(BIN)/.installed sam-build
+	$(BIN)/python bench/rotation.py
+	$(BIN)/python bench/bundles.py
+
+# -- SAM: validate + lint + policy scan, `sam build` without Docker, then check every bundle ------
+# The SAM tools live in their own venv: aws-sam-cli pins its own boto3, which would clash with .venv.
+SAM_VENV ?= .venv-sam
+SAM_BIN  := $(SAM_VENV)/bin
+SAM_ENV  := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(SAM_BIN):$$PATH"
+
+$(SAM_BIN)/.installed: sam/requirements.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_BIN)/python -m pip install --quiet --upgrade pip
+	$(SAM_BIN)/python -m pip install --quiet -r sam/requirements.txt
+	touch $@
+
+# cfn-lint and checkov read both template.yaml and its SAM transform (the generated resources).
+sam-validate: $(SAM_BIN)/.installed
+	$(SAM_ENV) sam validate --lint
+	$(SAM_BIN)/cfn-lint template.yaml
+	mkdir -p .aws-sam && $(SAM_BIN)/python sam/transform.py template.yaml > .aws-sam/transformed.json
+	$(SAM_BIN)/cfn-lint .aws-sam/transformed.json
+	$(SAM_BIN)/checkov --quiet --compact --skip-download --framework cloudformation \
+	  -f template.yaml -f .aws-sam/transformed.json
+
+# Cached twice: SAM skips functions whose rotators/ and sam/Makefile did not change (its cache is
+# dropped when pyproject.toml or the bundler change), and sam/bundle.py keeps installed wheels for
+# the day.
+sam-build: $(SAM_BIN)/.installed
+	@if [ -f .aws-sam/build.toml ] && [ -n "$$(find pyproject.toml sam/bundle.py -newer .aws-sam/build.toml)" ]; \
+	  then rm -rf .aws-sam/cache; fi
+	$(SAM_ENV) sam build
+
+sam-check: sam-validate sam-build $(BIN)/.installed
+	$(BIN)/python bench/bundles.py
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

@@ -13,15 +13,21 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 
+from rotators.local.apikeys import ApiKeyService
+from rotators.local.mariadb import MariaDBFactory, MariaDBServer
 from rotators.local.postgres import PostgresFactory, PostgresServer
+from rotators.local.secantus import SecantusFactory, SecantusServer
 from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.log import logger
 from rotators.secrets import SecretStore
+
+if TYPE_CHECKING:  # imported where used: tests/test_leak_check.py runs this file outside the package
+    from tests.redshift_shims import StartupParameterProxy
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 
@@ -95,7 +101,9 @@ _checked_arns: set[str] = set()
 
 def _stored_values(sm: LocalSecretsManager) -> Iterator[str]:
     """Every value of every secret the running test made (earlier tests' secrets are done)."""
-    for secret in sm.client.list_secrets()["SecretList"]:
+    # Every page: ListSecrets returns 100 secrets a page, and a session makes hundreds.
+    pages = sm.client.get_paginator("list_secrets").paginate(IncludePlannedDeletion=True)
+    for secret in (s for page in pages for s in page["SecretList"]):
         if secret["ARN"] in _checked_arns:
             continue
         _checked_arns.add(secret["ARN"])
@@ -258,3 +266,237 @@ def invoke(handler: Callable[..., Any], secret_id: str, token: str, *steps: str,
 def _no_aws_by_accident() -> None:
     """Tests talk to the local endpoint only; a missing override must not reach real AWS."""
     os.environ.pop("AWS_PROFILE", None)
+
+
+# -- SecantusDB: a MongoDB-wire server with SCRAM and TLS, for the DocumentDB/MongoDB engine -----------
+@pytest.fixture(scope="session")
+def secantus_factory() -> Iterator[SecantusFactory]:
+    factory = SecantusFactory()
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def mongo(secantus_factory: SecantusFactory) -> SecantusServer:
+    """A server shared by the tests that do not stop it (each uses its own users)."""
+    return secantus_factory.start()
+
+
+@pytest.fixture
+def own_mongo(secantus_factory: SecantusFactory) -> Iterator[SecantusServer]:
+    """A server of the test's own, for tests that stop and start it."""
+    server = secantus_factory.start()
+    yield server
+    server.stop(crash=True)
+
+
+@pytest.fixture
+def mongo_sm(
+    local_sm: LocalSecretsManager, secantus_factory: SecantusFactory, monkeypatch: pytest.MonkeyPatch
+) -> LocalSecretsManager:
+    """The local Secrets Manager, with the CA of the SecantusDB servers as the rotator's bundle."""
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(secantus_factory.ca.cert_path))
+    return local_sm
+
+
+class MongoAdmin:
+    """The `root` user of one SecantusDB server: makes users and checks which passwords log in."""
+
+    def __init__(self, server: SecantusServer) -> None:
+        self.server = server
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        with self.server.client() as client:
+            return client.admin.command(*args, **kwargs)
+
+    def create_user(self, name: str, password: str, roles: list[Any], **options: Any) -> None:
+        self.command("createUser", name, pwd=password, roles=roles, **options)
+
+    def set_password(self, name: str, password: str) -> None:
+        """A password reset by hand, outside Secrets Manager."""
+        self.command("updateUser", name, pwd=password)
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        users = self.command("usersInfo", name)["users"]
+        return users[0] if users else None
+
+    def logs_in(self, user: str, password: str, mechanism: str | None = None) -> bool:
+        """SecantusDB answers pymongo's speculative SCRAM-SHA-256 for a SHA-1-only user and then
+        fails it, so such a user must name SCRAM-SHA-1 (a real mongod negotiates it)."""
+        import pymongo
+
+        options = {"authMechanism": mechanism} if mechanism else {}
+        try:
+            with self.server.client(user, password, **options) as client:
+                client.admin.command("ping")
+                return True
+        except pymongo.errors.OperationFailure as exc:
+            assert exc.code == 18, "login failed for another reason"
+            return False
+
+
+@pytest.fixture
+def mongo_admin(mongo: SecantusServer) -> MongoAdmin:
+    return MongoAdmin(mongo)
+
+
+def mongo_secret(server: SecantusServer, username: str, password: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "engine": "mongo",
+        "host": server.host,
+        "port": server.port,
+        "username": username,
+        "password": password,
+        "dbname": "admin",
+        "ssl": True,
+        **extra,
+    }
+
+
+# -- custom rotators: the conformance kit (rotators.testing) and a local API key service ---------------
+pytest_plugins = ["rotators.testing"]
+
+
+@pytest.fixture(scope="session")
+def rotators_local_sm(_sm_server: LocalSecretsManager) -> LocalSecretsManager:
+    """The kit shares the suite's one local Secrets Manager."""
+    return _sm_server
+
+
+@pytest.fixture(scope="session")
+def api_key_service() -> Iterator[ApiKeyService]:
+    """A real HTTPS API key service on 127.0.0.1 (rotators/local/apikeys.py)."""
+    service = ApiKeyService()
+    yield service
+    service.close()
+
+
+# -- MariaDB: the MySQL engine's real server (password authentication, TLS) ----------------------------
+@pytest.fixture(scope="session")
+def mariadb_factory() -> Iterator[MariaDBFactory]:
+    factory = MariaDBFactory()
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb(mariadb_factory: MariaDBFactory) -> MariaDBServer:
+    """A MariaDB server shared by the tests that do not stop it (each uses its own accounts)."""
+    return mariadb_factory.start()
+
+
+@pytest.fixture
+def own_mariadb(mariadb_factory: MariaDBFactory) -> Iterator[MariaDBServer]:
+    """A server of the test's own, for tests that stop and start it."""
+    server = mariadb_factory.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mysql_sm(
+    local_sm: LocalSecretsManager, mariadb_factory: MariaDBFactory, monkeypatch: pytest.MonkeyPatch
+) -> LocalSecretsManager:
+    """The local Secrets Manager, with the CA of the MariaDB servers as the rotator's bundle."""
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(mariadb_factory.ca.cert_path))
+    return local_sm
+
+
+class MariaDBAdmin:
+    """root of one MariaDB server: makes accounts and checks which passwords log in."""
+
+    def __init__(self, server: MariaDBServer) -> None:
+        self.server = server
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import pymysql
+
+        with pymysql.connect(**self.server.admin_kwargs()) as conn, conn.cursor() as cursor:
+            cursor.execute(statement, params or None)
+            return list(cursor.fetchall())
+
+    def create_user(self, name: str, password: str, *grants: str, host: str = "127.0.0.1") -> None:
+        """`name`@`host` with `password`; each grant (e.g. "SELECT ON shop.*") is given to it."""
+        self.sql("CREATE USER %s@%s IDENTIFIED BY %s", (name, host, password))
+        for grant in grants:
+            self.sql(f"GRANT {grant} TO %s@%s", (name, host))
+
+    def set_password(self, name: str, password: str, host: str = "127.0.0.1") -> None:
+        """A password reset by hand, outside Secrets Manager."""
+        self.sql("SET PASSWORD FOR %s@%s = PASSWORD(%s)", (name, host, password))
+
+    def grants(self, name: str, host: str = "127.0.0.1") -> set[str]:
+        """SHOW GRANTS with the account written as <account>, without password hashes, and with
+        column lists sorted (the server prints them in no fixed order)."""
+        import re
+
+        account = f"`{name.replace('`', '``')}`@`{host}`"
+        found = set()
+        for (line,) in self.sql("SHOW GRANTS FOR %s@%s", (name, host)):
+            text = re.sub(r" IDENTIFIED BY PASSWORD '[^']*'", "", line.replace(account, "<account>"))
+            found.add(re.sub(r"\(([^()]*)\)", lambda m: f"({', '.join(sorted(m[1].split(', ')))})", text))
+        return found
+
+    def logs_in(self, user: str, password: str) -> bool:
+        import pymysql
+
+        try:
+            with pymysql.connect(
+                host=self.server.host, port=self.server.port, user=user, password=password,
+                ssl_ca=str(self.server.ca.cert_path), ssl_verify_identity=True, connect_timeout=5,
+            ):  # fmt: skip
+                return True
+        except pymysql.err.OperationalError as exc:
+            assert exc.args[0] == 1045, "login failed for another reason"
+            return False
+
+
+@pytest.fixture
+def mariadb_admin(mariadb: MariaDBServer) -> MariaDBAdmin:
+    return MariaDBAdmin(mariadb)
+
+
+def mysql_secret(server: MariaDBServer, username: str, password: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "engine": "mariadb",
+        "host": server.host,
+        "port": server.port,
+        "username": username,
+        "password": password,
+        **extra,
+    }
+
+
+# -- Redshift: the real engine and driver, against PostgreSQL through test-only shims ----------------------
+@pytest.fixture
+def redshift_shims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redshift-connector's two parsing fixes (tests/redshift_shims.py), for one test."""
+    from tests.redshift_shims import patch_parsing
+
+    patch_parsing(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def redshift_proxy(
+    pg: PostgresServer, pg_factory: PostgresFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartupParameterProxy]:
+    """The shared PostgreSQL server, as redshift-connector can reach it (TLS from pg_factory's CA)."""
+    from tests.redshift_shims import StartupParameterProxy
+
+    proxy = StartupParameterProxy(pg.host, pg.port, pg_factory.ca, tmp_path_factory.mktemp("redshift-proxy"))
+    yield proxy
+    proxy.close()
+
+
+def redshift_secret(
+    proxy: StartupParameterProxy, username: str, password: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "engine": "redshift",
+        "host": proxy.host,
+        "port": proxy.port,
+        "username": username,
+        "password": password,
+        "dbname": "postgres",
+        **extra,
+    }

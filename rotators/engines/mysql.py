@@ -1,0 +1,571 @@
+"""MySQL 5.7/8.x/9.x, Aurora MySQL and MariaDB 10.x/11.x with PyMySQL.
+
+Handler: rotators.engines.mysql.handler. One engine, two dialects, chosen from what the server
+says it is in `SELECT VERSION()`: MariaDB 10's handshake claims "5.5.5-10.x", and a MySQL 9 is
+not a MySQL 5, so neither the handshake nor a version prefix decides anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+from pymysql.connections import Connection
+
+from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError, ca_bundle, tls_mode
+from rotators.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    LoginError,
+    PasswordChangeError,
+    RotationError,
+    SecretFormatError,
+    SecretTestError,
+    redact,
+)
+from rotators.log import logger
+
+MYSQL, MARIADB = "mysql", "mariadb"
+# The longest account user name: MySQL 5.7.8+ takes 32 characters, MariaDB 10.x 80 (128 from
+# 10.6, but createSecret cannot know the version, so 80 holds on every MariaDB).
+MAX_NAME_CHARS = {MYSQL: 32, MARIADB: 80}
+
+ER_ACCESS_DENIED = 1045
+ER_PASSWORD_EXPIRED = 1862
+ER_SET_PASSWORD_AUTH_PLUGIN = 1699  # a warning: SET PASSWORD ignored (e.g. a unix_socket account)
+CLIENT_ERRORS = range(2000, 3000)  # CR_*: the connection failed, not the statement
+
+Account = tuple[str, str]  # (user, host) as in 'user'@'host'
+Statement = tuple[str, tuple[Any, ...] | None]
+
+
+@dataclass(frozen=True)
+class Server:
+    """The flavour and version a server reports, and what its dialect can do."""
+
+    flavour: str
+    version: tuple[int, int, int]
+
+    @classmethod
+    def from_version(cls, text: str) -> Server:
+        """`8.0.36`, `9.1.0`, `8.0.mysql_aurora.3.05.2`, `10.11.6-MariaDB-0+deb12u1`."""
+        flavour = MARIADB if "mariadb" in text.lower() else MYSQL
+        if flavour == MARIADB:
+            text = text.removeprefix("5.5.5-")  # the handshake's disguise, should it ever get here
+        match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+        if match is None:
+            raise DatabaseUnavailableError(f"Cannot read the server version {text[:60]!r}")
+        major, minor, patch = (int(part or 0) for part in match.groups())
+        return cls(flavour, (major, minor, patch))
+
+    @property
+    def is_mariadb(self) -> bool:
+        return self.flavour == MARIADB
+
+    @property
+    def has_alter_user(self) -> bool:
+        """`ALTER USER ... IDENTIFIED BY` and `SHOW CREATE USER`: MySQL 5.7 (GA since 5.7.9;
+        Aurora MySQL 2 reports `5.7.mysql_aurora...`), MariaDB 10.2 on."""
+        return self.version >= ((10, 2, 0) if self.is_mariadb else (5, 7, 0))
+
+    @property
+    def has_default_role_table(self) -> bool:
+        """MySQL 8 keeps default roles out of SHOW GRANTS (MariaDB prints SET DEFAULT ROLE)."""
+        return not self.is_mariadb and self.version >= (8, 0, 0)
+
+    def __str__(self) -> str:
+        return f"{'MariaDB' if self.is_mariadb else 'MySQL'} {'.'.join(map(str, self.version))}"
+
+
+@dataclass(frozen=True)
+class Session:
+    """A connection, the server behind it and the account it logged in as (CURRENT_USER())."""
+
+    conn: Connection[Any]
+    server: Server
+    account: Account
+
+
+# -- the dialects: which statement changes a password ---------------------------------------------
+def own_password(server: Server, account: Account, password: str) -> Statement:
+    """Change the logged-in account's own password, which needs no privilege."""
+    if server.is_mariadb or not server.has_alter_user:
+        # MariaDB's ALTER USER needs CREATE USER even for one's own account (error 1227).
+        return "SET PASSWORD = PASSWORD(%s)", (password,)
+    return "ALTER USER %s@%s IDENTIFIED BY %s", (*account, password)
+
+
+def account_password(server: Server, account: Account, password: str) -> Statement:
+    """Change another account's password, as the master user. MySQL 8 has no PASSWORD()."""
+    if server.has_alter_user:
+        return "ALTER USER %s@%s IDENTIFIED BY %s", (*account, password)
+    return "SET PASSWORD FOR %s@%s = PASSWORD(%s)", (*account, password)
+
+
+# -- SHOW GRANTS, parsed: the same privileges replayed for another account --------------------------
+_TOKEN = re.compile(
+    r"`(?:[^`]|``)*`"  # `identifier`
+    r"|'(?:[^'\\]|\\.|'')*'"  # 'string'
+    r'|"(?:[^"\\]|\\.|"")*"'  # "ANSI identifier"
+    r"|\d+\.\d+|[A-Za-z0-9_$]+|\s+|.",  # 1.500000 (MAX_STATEMENT_TIME) is one word
+    re.S,
+)
+_ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
+_KEYWORD = {"GRANT": "TO", "REVOKE": "FROM", "SET": "FOR"}
+# What may follow REQUIRE or the resource limits in SHOW CREATE USER.
+_OPTION_END = {"PASSWORD", "ACCOUNT", "COMMENT", "ATTRIBUTE", "DEFAULT", "FAILED_LOGIN_ATTEMPTS"}
+_LIMITS = ("MAX_QUERIES_PER_HOUR", "MAX_UPDATES_PER_HOUR", "MAX_CONNECTIONS_PER_HOUR", "MAX_USER_CONNECTIONS")
+
+
+def _words(text: str) -> list[re.Match[str]]:
+    return [token for token in _TOKEN.finditer(text) if not token.group().isspace()]
+
+
+def _unquote(token: str) -> str:
+    if token[:1] == "`":
+        return token[1:-1].replace("``", "`")
+    if token[:1] in ("'", '"'):
+        quote = token[0]
+        return re.sub(
+            r"\\(.)|" + quote * 2,
+            lambda m: quote if m.group(1) is None else _ESCAPES.get(m.group(1), m.group(1)),
+            token[1:-1],
+            flags=re.S,
+        )
+    return token
+
+
+def _kept(text: str, words: Sequence[re.Match[str]], keep: Sequence[bool]) -> str:
+    """The kept words as the server wrote them: runs of adjacent kept words keep their spacing."""
+    parts: list[str] = []
+    start: int | None = None
+    end = 0
+    for word, wanted in zip(words, keep, strict=True):
+        if wanted:
+            start = word.start() if start is None else start
+            end = word.end()
+        elif start is not None:
+            parts.append(text[start:end])
+            start = None
+    if start is not None:
+        parts.append(text[start:end])
+    return " ".join(parts)
+
+
+def _unparsable(line: str) -> PasswordChangeError:
+    return PasswordChangeError(
+        f"Cannot parse the SHOW GRANTS line {line[:80]!r}: nothing was copied; report it, or give the "
+        "clone its privileges by hand and rotate again"
+    )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One SHOW GRANTS line without its grantee (and without any IDENTIFIED clause, which holds a
+    password hash): `head` keyword <account> `tail`, e.g. "GRANT SELECT ON `shop`.*" TO ... "WITH
+    GRANT OPTION". Head and tail are the server's own text, replayed as it printed them."""
+
+    head: str
+    keyword: str
+    tail: str
+
+    @classmethod
+    def parse(cls, line: str, grantee: Account) -> Grant:
+        words = _words(line)
+        keyword = _KEYWORD.get(words[0].group().upper()) if words else None
+        at = next((i for i, w in enumerate(words) if keyword and w.group().upper() == keyword), None)
+        if keyword is None or at is None or at + 1 >= len(words):
+            raise _unparsable(line)
+        user, host, end = _unquote(words[at + 1].group()), "", words[at + 1].end()
+        if at + 3 < len(words) and words[at + 2].group() == "@":
+            host, end = _unquote(words[at + 3].group()), words[at + 3].end()
+        if (user, host) != grantee:
+            raise _unparsable(line)
+        rest = line[end:]
+        after, keep, skipping = _words(rest), [], False
+        for word in after:
+            upper = word.group().upper()
+            skipping = upper == "IDENTIFIED" or (skipping and upper not in ("REQUIRE", "WITH"))
+            keep.append(not skipping)
+        return cls(line[: words[at].start()].strip(), keyword, _kept(rest, after, keep))
+
+    def to(self, account: str) -> str:
+        return " ".join(part for part in (self.head, self.keyword, account, self.tail) if part)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """For comparison: the server lists a grant's columns in no fixed order."""
+        parts, group = [], None
+        for word in _words(self.head):
+            text = word.group()
+            if text == "(":
+                group = [""]
+            elif group is not None and text == ")":
+                parts.append("(" + ",".join(sorted(group)) + ")")
+                group = None
+            elif group is not None and text == ",":
+                group.append("")
+            elif group is not None:
+                group[-1] += text
+            else:
+                parts.append(text)
+        return (" ".join(parts), self.keyword, self.tail)
+
+    @property
+    def default_role(self) -> str | None:
+        """The role of a MariaDB `SET DEFAULT ROLE r FOR ...` line."""
+        return self.head.split(None, 3)[3] if self.is_default_role else None
+
+    @property
+    def roles(self) -> set[str]:
+        """The roles of a role grant, as written."""
+        if not self.is_role_grant:
+            return set()
+        return {part.strip() for part in self.head.split(None, 1)[1].split(",")}
+
+    @property
+    def _head_words(self) -> list[str]:
+        return [w.group().upper() for w in _words(self.head)]
+
+    @property
+    def is_role_grant(self) -> bool:
+        words = self._head_words
+        return words[0] == "GRANT" and "ON" not in words
+
+    @property
+    def is_proxy(self) -> bool:
+        return self._head_words[:2] == ["GRANT", "PROXY"]
+
+    @property
+    def is_default_role(self) -> bool:
+        return self._head_words[0] == "SET"
+
+    def undo(self, account: str) -> str | None:
+        """Take back what REVOKE ALL PRIVILEGES, GRANT OPTION may leave: default roles, roles
+        (MariaDB revokes them with ALL, so they go first) and proxy grants."""
+        if self.is_role_grant or self.is_proxy:
+            return f"REVOKE {self.head.split(None, 1)[1]} FROM {account}"
+        if self.is_default_role:
+            return f"SET DEFAULT ROLE NONE FOR {account}"
+        return None
+
+
+def account_options(create_user: str, server: Server) -> str:
+    """REQUIRE and the resource limits of `SHOW CREATE USER`, as one ALTER USER clause that sets
+    every limit, so that a replay also clears what the source does not have."""
+    words = _words(create_user)
+    upper = [word.group().upper() for word in words]
+    in_require: list[bool] = []
+    limits = dict.fromkeys(_LIMITS + (("MAX_STATEMENT_TIME",) if server.is_mariadb else ()), "0")
+    section = ""
+    for index, word in enumerate(upper):
+        previous = upper[index - 1] if index else ""
+        following = upper[index + 1] if index + 1 < len(upper) else ""
+        if word == "REQUIRE" and previous != "PASSWORD":  # not MySQL 8's PASSWORD REQUIRE CURRENT
+            section = "require"
+        elif word == "WITH" and following.startswith("MAX_"):
+            section = "limits"
+        elif word in _OPTION_END or word in ("IDENTIFIED", "WITH"):
+            section = ""
+        elif section == "limits" and word.startswith("MAX_") and re.fullmatch(r"[\d.]+", following):
+            limits[word] = following
+        in_require.append(section == "require" and word != "REQUIRE")
+    settings = " ".join(f"{name} {value}" for name, value in limits.items())
+    return f"REQUIRE {_kept(create_user, words, in_require) or 'NONE'} WITH {settings}"
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """Everything an account holds that a clone must hold too."""
+
+    grants: tuple[Grant, ...]
+    options: str | None  # REQUIRE ... WITH <limits>, where the server has ALTER USER
+    default_roles: tuple[str, ...] | None  # MySQL 8: 'role'@'host' literals
+
+    def same_as(self, other: Privileges | None) -> bool:
+        return (
+            other is not None
+            and {g.key for g in self.replayable} == {g.key for g in other.replayable}
+            and (self.options, self.default_roles) == (other.options, other.default_roles)
+        )
+
+    @property
+    def replayable(self) -> list[Grant]:
+        """The grants in SHOW GRANTS order, without a default role the account no longer holds
+        (MariaDB keeps printing it after REVOKE, and refuses to set it for the clone)."""
+        held = set().union(*(grant.roles for grant in self.grants))
+        return [g for g in self.grants if g.default_role is None or g.default_role in held]
+
+
+class MySQLRotator(DatabaseRotator[Session]):
+    kind = "mysql"
+    engines = frozenset({MYSQL, "aurora-mysql", MARIADB})
+    default_port = 3306
+    default_dbname = ""  # none: log in without choosing a database
+    max_username_bytes = 3 * MAX_NAME_CHARS[MARIADB]  # utf8mb3 names; the real check counts characters
+
+    # -- connections ------------------------------------------------------------------------
+    @contextmanager
+    def connect(self, secret: DatabaseSecret, username: str, password: str) -> Iterator[Session]:
+        try:
+            conn = pymysql.connect(
+                host=secret.host,
+                port=secret.port,
+                user=username,
+                password=password,
+                database=secret.dbname or None,
+                connect_timeout=int(os.environ.get("DB_CONNECT_TIMEOUT", "5")),
+                autocommit=True,
+                charset="utf8mb4",
+                program_name="rotators",
+                **self.tls_options(secret),
+            )
+        except pymysql.MySQLError as exc:
+            code, message = _code(exc), redact(_message(exc), [password])
+            if code == ER_ACCESS_DENIED:
+                raise LoginRefusedError(f"MySQL refused the login of {username!r}") from None
+            if code == ER_PASSWORD_EXPIRED:
+                raise LoginError(
+                    f"The password of {username!r} has expired, so it can log in to change nothing: "
+                    "reset it to the AWSCURRENT value (ALTER USER ... IDENTIFIED BY) and rotate again"
+                ) from None
+            raise DatabaseUnavailableError(
+                f"Cannot connect to MySQL at {secret.host}:{secret.port}: {message}"
+            ) from None
+        try:
+            version, current = _fetch(conn, "SELECT VERSION(), CURRENT_USER()", password)[0]
+            user, _, host = str(current).rpartition("@")
+            yield Session(conn, Server.from_version(str(version)), (user, host))
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    @staticmethod
+    def tls_options(secret: DatabaseSecret) -> dict[str, Any]:
+        """An SSLContext of our own: PyMySQL would not verify anything when given no CA."""
+        mode = tls_mode(secret)
+        if mode is None:
+            return {"ssl_disabled": True}
+        bundle = ca_bundle(secret)
+        try:
+            context = ssl.create_default_context(cafile=bundle)
+        except OSError:
+            raise ConfigurationError(
+                f"The CA bundle {bundle!r} cannot be read: fix 'sslrootcert' or ROTATORS_CA_BUNDLE"
+            ) from None
+        context.check_hostname = mode == "verify-full"
+        if mode == "require":
+            context.verify_mode = ssl.CERT_NONE
+        return {"ssl": context}
+
+    # -- createSecret: a clone name the server cannot hold fails before anything changes ----
+    def check_username(self, username: str, *, current: DatabaseSecret) -> None:
+        """MySQL counts characters: 32, MariaDB 80 (the secret's engine says which). Only a name
+        the rotator would create (the clone) is checked: an existing user is what it is."""
+        flavour = MARIADB if current.engine == MARIADB else MYSQL
+        if username != current.username and len(username) > MAX_NAME_CHARS[flavour]:
+            raise SecretFormatError(
+                f"User name {username!r} is longer than {MAX_NAME_CHARS[flavour]} characters, the limit "
+                f"of {'MariaDB' if flavour == MARIADB else 'MySQL'}: shorten {current.username!r} "
+                "so that its clone name fits"
+            )
+
+    # -- setSecret --------------------------------------------------------------------------
+    def set_password(self, conn: Session, username: str, password: str) -> None:
+        if username == conn.account[0]:
+            statement = own_password(conn.server, conn.account, password)
+            account = conn.account
+        else:
+            account = (username, self._host_of(conn, username))
+            statement = account_password(conn.server, account, password)
+        self._execute(conn, [statement], password)
+        self._check_applied(conn, statement, password)
+        logger.info(f"password of {_account_text(account)} changed on {conn.server}")
+
+    def clone_user(self, conn: Session, source: str, clone: str, password: str) -> None:
+        """Create (or update) `clone` at the source's host part, with privileges equal to the
+        source's: replayed from SHOW GRANTS on creation, and refreshed whenever they drifted. An
+        existing clone's privileges are put right before its password changes, so a failure
+        leaves its old password working."""
+        host = self._host_of(conn, source)
+        source_account, clone_account = (source, host), (clone, host)
+        exists = bool(
+            self._rows(conn, "SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", clone_account)
+        )
+        if not exists:
+            self._execute(
+                conn, [("CREATE USER %s@%s IDENTIFIED BY %s", (*clone_account, password))], password
+            )
+        statements = self._privilege_statements(conn, source_account, clone_account, fresh=not exists)
+        self._execute(conn, [(s, None) for s in statements], password)
+        if exists:
+            self._execute(conn, [account_password(conn.server, clone_account, password)], password)
+        logger.info(
+            f"{_account_text(clone_account)} {'updated' if exists else 'created'}; privileges of "
+            f"{_account_text(source_account)} {'copied' if statements else 'already held'} "
+            f"({len(statements)} statements)"
+        )
+
+    def _privilege_statements(
+        self, conn: Session, source: Account, clone: Account, *, fresh: bool
+    ) -> list[str]:
+        """What makes the clone's privileges the source's: nothing when they match; a replay for a
+        fresh clone; for one that drifted, everything taken back first, then the replay."""
+        wanted = self._privileges(conn, source)
+        held = None if fresh else self._privileges(conn, clone)
+        if wanted.same_as(held):
+            return []
+        target = self._account_sql(conn, clone)
+        statements: list[str] = []
+        if held is not None:
+            if held.default_roles:
+                statements.append(f"SET DEFAULT ROLE NONE TO {target}")
+            undone = sorted(held.grants, key=lambda grant: not grant.is_default_role)
+            statements += [undo for grant in undone if (undo := grant.undo(target))]
+            statements.append(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {target}")
+        if wanted.options is not None:
+            statements.append(f"ALTER USER {target} {wanted.options}")
+        statements += [grant.to(target) for grant in wanted.replayable]
+        if wanted.default_roles:
+            statements.append(f"SET DEFAULT ROLE {', '.join(wanted.default_roles)} TO {target}")
+        return statements
+
+    # -- testSecret -------------------------------------------------------------------------
+    def probe(self, conn: Session, username: str) -> None:
+        current, two = self._rows(conn, "SELECT CURRENT_USER(), 1 + 1", ())[0]
+        if str(current).rpartition("@")[0] != username or two != 2:
+            raise SecretTestError(f"The test query did not run as {username!r}")
+
+    # -- `rotators check` -------------------------------------------------------------------
+    def transport(self, conn: Session, secret: DatabaseSecret) -> str:
+        rows = self._rows(conn, "SHOW SESSION STATUS LIKE 'Ssl_version'", ())
+        version = str(rows[0][1]) if rows else ""
+        if not version:
+            return "plaintext, as the secret asks"
+        mode = tls_mode(secret)
+        verified = (
+            "certificate verified" if mode and mode.startswith("verify") else "certificate NOT verified"
+        )
+        return f"TLS ({version}, sslmode={mode}, {verified})"
+
+    def change_privileges(self, conn: Session, username: str, *, as_master: bool) -> str | None:
+        if not as_master:
+            if conn.account[0] != username:
+                return f"the login matched the account {_account_text(conn.account)}, not {username!r}"
+            return None
+        try:
+            self._host_of(conn, username)
+            grants = self._privileges(conn, conn.account).grants
+        except RotationError as exc:
+            return str(exc)
+        for grant in grants:
+            head = grant.head.upper()
+            if head.endswith(" ON *.*") and ("ALL PRIVILEGES" in head or "CREATE USER" in head):
+                return None
+        return "the master user lacks CREATE USER (GRANT CREATE USER ON *.* TO <master> WITH GRANT OPTION)"
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _host_of(self, conn: Session, user: str) -> str:
+        """The host part of `user`'s one account; several accounts make the target ambiguous."""
+        query = "SELECT Host FROM mysql.user WHERE User = %s"
+        if conn.server.is_mariadb:
+            query += " AND is_role <> 'Y'"
+        hosts = sorted(str(row[0]) for row in self._rows(conn, query, (user,)))
+        if len(hosts) == 1:
+            return hosts[0]
+        if not hosts:
+            raise PasswordChangeError(
+                f"{conn.server} has no account for user {user!r}: create it, or fix 'username'"
+            )
+        raise PasswordChangeError(
+            f"User {user!r} has accounts at several hosts ({', '.join(map(repr, hosts))}), so the master "
+            "cannot tell which one the application uses: drop the extra accounts, or rotate this "
+            "secret as a single user"
+        )
+
+    def _privileges(self, conn: Session, account: Account) -> Privileges:
+        lines = self._rows(conn, "SHOW GRANTS FOR %s@%s", account)
+        grants = tuple(Grant.parse(str(row[0]), account) for row in lines)
+        options = None
+        if conn.server.has_alter_user:
+            create = self._rows(conn, "SHOW CREATE USER %s@%s", account)
+            options = account_options(str(create[0][0]), conn.server)
+        roles = None
+        if conn.server.has_default_role_table:
+            found = self._rows(
+                conn,
+                "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles "
+                "WHERE USER = %s AND HOST = %s ORDER BY 1, 2",
+                account,
+            )
+            roles = tuple(self._account_sql(conn, (str(u), str(h))) for u, h in found)
+        return Privileges(grants, options, roles)
+
+    @staticmethod
+    def _account_sql(conn: Session, account: Account) -> str:
+        """'user'@'host', quoted by PyMySQL (which honours NO_BACKSLASH_ESCAPES)."""
+        return f"{conn.conn.escape(account[0])}@{conn.conn.escape(account[1])}"
+
+    @staticmethod
+    def _rows(conn: Session, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return _fetch(conn.conn, query, "", args)
+
+    @staticmethod
+    def _execute(conn: Session, statements: Sequence[Statement], password: str) -> None:
+        with conn.conn.cursor() as cursor:
+            for query, args in statements:
+                try:
+                    cursor.execute(query, args)
+                except pymysql.MySQLError as exc:
+                    raise _statement_error(exc, password) from None
+
+    @staticmethod
+    def _check_applied(conn: Session, statement: Statement, password: str) -> None:
+        """SET PASSWORD only warns when the account's plugin ignores passwords (unix_socket)."""
+        if not statement[0].startswith("SET PASSWORD"):
+            return
+        warnings = _fetch(conn.conn, "SHOW WARNINGS", password)
+        if any(row[1] == ER_SET_PASSWORD_AUTH_PLUGIN for row in warnings):
+            raise PasswordChangeError(
+                f"{conn.server} ignored the new password: the account authenticates with a plugin "
+                "that takes no password (e.g. unix_socket); give it mysql_native_password or ed25519"
+            )
+
+
+def _account_text(account: Account) -> str:
+    return f"'{account[0]}'@'{account[1]}'"
+
+
+def _code(exc: BaseException) -> int | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+
+
+def _statement_error(exc: BaseException, password: str) -> RotationError:
+    code, message = _code(exc), redact(_message(exc), [password])
+    if code in CLIENT_ERRORS:
+        return DatabaseUnavailableError(f"Lost the connection to MySQL: {message}")
+    return PasswordChangeError(f"MySQL refused the change (error {code}): {message}")
+
+
+def _fetch(
+    conn: Connection[Any], query: str, password: str, args: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cursor:
+        try:
+            cursor.execute(query, args or None)
+        except pymysql.MySQLError as exc:
+            raise _statement_error(exc, password) from None
+        return list(cursor.fetchall())
+
+
+handler = MySQLRotator().handle

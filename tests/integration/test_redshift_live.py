@@ -1,0 +1,159 @@
+"""A real Redshift cluster or Serverless workgroup, when ROTATORS_TEST_REDSHIFT_DSN names one.
+
+    ROTATORS_TEST_REDSHIFT_DSN='redshift://admin:password@wg.123456789012.eu-west-1.redshift-serverless.amazonaws.com:5439/dev'
+
+(optional query options: `sslrootcert`, `sslmode`, `ssl=false`). The account must be a superuser
+(Redshift's admin user is). Everything the tests create is named `rot_<random>` and dropped.
+
+Without it, the engine runs through redshift-connector against PostgreSQL (test_redshift_*.py)
+wherever the SQL is common. What only a real Redshift confirms, and these tests exercise:
+
+- the login itself: Redshift's startup parameters, its MD5/SHA-256 password exchange (PostgreSQL
+  uses SCRAM), its `server_version`, and verify-full against the driver's bundled Redshift CAs;
+- that Redshift accepts the generated passwords in `ALTER USER/CREATE USER ... PASSWORD '...'`
+  (its 8-64 characters, upper/lower/digit rules; PostgreSQL accepts any password);
+- `SELECT version()` reporting Redshift, which turns on the RBAC statements:
+  `SELECT quote_ident(role_name), admin_option FROM svv_user_grants WHERE user_name = ...` and
+  `GRANT ROLE <role> TO <clone> [WITH ADMIN OPTION]` (neither exists in PostgreSQL);
+- Redshift's answers to the catalog queries (pg_group/grolist with `= ANY(...)`, pg_user,
+  has_table_privilege/has_schema_privilege/has_database_privilege with a user name and a
+  'schema.table' string, `left()`, `quote_ident()` on the leader node) and its acceptance of
+  `ALTER GROUP ... ADD USER` and `GRANT ... ON TABLE/SCHEMA/DATABASE` from a superuser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pytest
+
+from rotators.engines.redshift import RedshiftRotator, handler
+from rotators.errors import LoginError
+from rotators.local.secretsmanager import LocalSecretsManager
+from tests.conftest import invoke
+
+DSN = os.environ.get("ROTATORS_TEST_REDSHIFT_DSN", "")
+pytestmark = pytest.mark.skipif(
+    not DSN,
+    reason="ROTATORS_TEST_REDSHIFT_DSN is not set (redshift://admin:password@endpoint:5439/dev): no Redshift "
+    "can run here, so the engine runs against PostgreSQL through test shims instead",
+)
+
+
+def dsn_secret() -> dict[str, Any]:
+    parts = urlsplit(DSN)
+    options = dict(parse_qsl(parts.query))
+    value: dict[str, Any] = {
+        "engine": "redshift",
+        "host": parts.hostname,
+        "port": parts.port or 5439,
+        "username": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "dbname": parts.path.lstrip("/") or "dev",
+    }
+    for key in ("sslrootcert", "sslmode"):
+        if key in options:
+            value[key] = options[key]
+    if options.get("ssl", "").lower() == "false":
+        value["ssl"] = False
+    return value
+
+
+class LiveCluster:
+    def __init__(self) -> None:
+        self.admin = dsn_secret()
+        self.rotator = RedshiftRotator()
+        self.parsed = self.rotator.parse(json.dumps(self.admin), where="ROTATORS_TEST_REDSHIFT_DSN")
+        self.made: list[str] = []  # statements that drop what a test made, run in reverse
+
+    def sql(self, statement: str, *args: Any) -> list[Any]:
+        with self.rotator.connect(self.parsed, self.admin["username"], self.admin["password"]) as conn:
+            cursor = conn.cursor()
+            cursor.execute(statement, args or None)
+            return [list(row) for row in cursor.fetchall()] if cursor.description else []
+
+    def logs_in(self, user: str, password: str) -> bool:
+        try:
+            with self.rotator.connect(self.parsed, user, password):
+                return True
+        except LoginError:
+            return False
+
+
+@pytest.fixture
+def live(local_sm: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveCluster]:
+    monkeypatch.delenv("ROTATORS_CA_BUNDLE", raising=False)  # the DSN's own TLS settings apply
+    cluster = LiveCluster()
+    yield cluster
+    failed = []
+    for statement in reversed(cluster.made):  # every one, even after a failure
+        try:
+            cluster.sql(statement)
+        except Exception as exc:
+            failed.append(f"{statement}: {type(exc).__name__}")
+    assert not failed, f"clean-up left objects behind: {failed}"
+
+
+def test_single_user_on_a_real_cluster(
+    live: LiveCluster, local_sm: LocalSecretsManager, new_password: Callable[[], str]
+) -> None:
+    name, password = f"rot_{uuid.uuid4().hex[:10]}", new_password()
+    live.sql(f"CREATE USER {name} PASSWORD '{password}'")
+    live.made.append(f"DROP USER IF EXISTS {name}")
+    arn = local_sm.create_secret(name, {**live.admin, "username": name, "password": password})
+    for _ in range(2):
+        before = local_sm.value(arn, "AWSCURRENT")["password"]
+        invoke(handler, arn, local_sm.start_rotation(arn))
+        assert live.logs_in(name, local_sm.value(arn, "AWSCURRENT")["password"])
+        assert not live.logs_in(name, before)
+
+
+def test_alternating_users_on_a_real_cluster(
+    live: LiveCluster, local_sm: LocalSecretsManager, new_password: Callable[[], str]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    name, clone, group, role, schema = (
+        f"rot_{tag}",
+        f"rot_{tag}_clone",
+        f"rot_g_{tag}",
+        f"rot_r_{tag}",
+        f"rot_s_{tag}",
+    )
+    password = new_password()
+    live.sql(f"CREATE USER {name} PASSWORD '{password}'")
+    live.made += [f"DROP USER IF EXISTS {name}", f"DROP USER IF EXISTS {clone}"]
+    live.sql(f"CREATE GROUP {group}")
+    live.made.append(f"DROP GROUP {group}")
+    live.sql(f"CREATE ROLE {role}")
+    live.made.append(f"DROP ROLE {role} FORCE")
+    live.sql(f"CREATE SCHEMA {schema}")
+    live.sql(f"CREATE TABLE {schema}.t (id int)")
+    live.made.append(f"DROP SCHEMA {schema} CASCADE")  # and with it every grant on it
+    live.sql(f"GRANT USAGE ON SCHEMA {schema} TO {name}")
+    live.sql(f"GRANT SELECT ON {schema}.t TO {name}")
+    live.sql(f"ALTER GROUP {group} ADD USER {name}")
+    live.sql(f"GRANT ROLE {role} TO {name}")
+    master = local_sm.create_secret(f"master-{tag}", live.admin)
+    arn = local_sm.create_secret(
+        name, {**live.admin, "username": name, "password": password, "masterarn": master}
+    )
+
+    invoke(handler, arn, local_sm.start_rotation(arn))
+    current = local_sm.value(arn, "AWSCURRENT")
+    assert current["username"] == clone
+    assert live.logs_in(name, password) and live.logs_in(clone, current["password"])
+    members = (
+        "SELECT g.groname FROM pg_group g, pg_user u WHERE u.usename = %s AND u.usesysid = ANY(g.grolist)"
+    )
+    assert live.sql(members, clone) == live.sql(members, name)
+    assert live.sql("SELECT role_name FROM svv_user_grants WHERE user_name = %s", clone) == [[role]]
+    assert live.sql(f"SELECT has_table_privilege(%s, '{schema}.t', 'SELECT')", clone) == [[True]]
+
+    invoke(handler, arn, local_sm.start_rotation(arn))
+    assert local_sm.value(arn, "AWSCURRENT")["username"] == name
+    assert live.logs_in(clone, current["password"]), "the clone keeps working"

@@ -1,0 +1,542 @@
+"""The MySQL engine without a server: dialects, SHOW GRANTS parsing, TLS options, error mapping,
+and the exact statements setSecret sends to MySQL 8/9 (no MySQL server can run here), recorded
+at the driver boundary with PyMySQL's own escaping."""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pymysql
+import pytest
+from pymysql.converters import escape_string
+
+from rotators.database import DatabaseSecret, LoginRefusedError
+from rotators.engines.mysql import (
+    Grant,
+    MySQLRotator,
+    Server,
+    Session,
+    account_options,
+    account_password,
+    own_password,
+)
+from rotators.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    LoginError,
+    PasswordChangeError,
+    SecretFormatError,
+    SecretTestError,
+)
+from rotators.rotation import RotationContext, RotationEvent, Step
+from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
+
+NEW = "New-Pass'word-2"
+NEW_LITERAL = "'New-Pass\\'word-2'"
+MYSQL8 = Server("mysql", (8, 0, 36))
+MARIADB = Server("mariadb", (10, 11, 6))
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def secret(**changes: Any) -> DatabaseSecret:
+    value = {"engine": "mysql", "host": "db", "username": "app", "password": "Old-Pass-1", **changes}
+    return MySQLRotator().parse(json.dumps(value), where="the test secret")
+
+
+# -- which server, which dialect -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("reported", "flavour", "version"),
+    [
+        ("8.0.36", "mysql", (8, 0, 36)),
+        ("9.1.0-commercial", "mysql", (9, 1, 0)),
+        ("5.7.44-log", "mysql", (5, 7, 44)),
+        ("8.0.mysql_aurora.3.05.2", "mysql", (8, 0, 0)),
+        ("5.7.mysql_aurora.2.11.2", "mysql", (5, 7, 0)),
+        ("10.11.6-MariaDB-0+deb12u1", "mariadb", (10, 11, 6)),
+        ("11.4.2-MariaDB-log", "mariadb", (11, 4, 2)),
+        ("5.5.5-10.6.16-MariaDB", "mariadb", (10, 6, 16)),  # MariaDB 10's handshake disguise
+    ],
+)
+def test_the_server_is_read_from_what_it_reports(
+    reported: str, flavour: str, version: tuple[int, ...]
+) -> None:
+    assert Server.from_version(reported) == Server(flavour, version)  # type: ignore[arg-type]
+
+
+def test_an_unreadable_version_is_a_typed_error() -> None:
+    with pytest.raises(DatabaseUnavailableError, match="server version"):
+        Server.from_version("unknown")
+
+
+@pytest.mark.parametrize(
+    ("server", "own", "other"),
+    [
+        (
+            Server("mysql", (9, 1, 0)),
+            "ALTER USER %s@%s IDENTIFIED BY %s",
+            "ALTER USER %s@%s IDENTIFIED BY %s",
+        ),
+        (MYSQL8, "ALTER USER %s@%s IDENTIFIED BY %s", "ALTER USER %s@%s IDENTIFIED BY %s"),
+        (
+            Server("mysql", (5, 7, 0)),
+            "ALTER USER %s@%s IDENTIFIED BY %s",
+            "ALTER USER %s@%s IDENTIFIED BY %s",
+        ),
+        (Server("mysql", (5, 6, 51)), "SET PASSWORD = PASSWORD(%s)", "SET PASSWORD FOR %s@%s = PASSWORD(%s)"),
+        (MARIADB, "SET PASSWORD = PASSWORD(%s)", "ALTER USER %s@%s IDENTIFIED BY %s"),
+        (
+            Server("mariadb", (10, 1, 48)),
+            "SET PASSWORD = PASSWORD(%s)",
+            "SET PASSWORD FOR %s@%s = PASSWORD(%s)",
+        ),
+    ],
+)
+def test_the_password_statement_of_each_dialect(server: Server, own: str, other: str) -> None:
+    """MySQL 8 and 9 have no PASSWORD(); MariaDB's ALTER USER needs CREATE USER even for oneself."""
+    assert own_password(server, ("app", "10.0.%"), NEW)[0] == own
+    assert account_password(server, ("app", "10.0.%"), NEW)[0] == other
+    if "PASSWORD(" not in own:
+        assert own_password(server, ("app", "10.0.%"), NEW)[1] == ("app", "10.0.%", NEW), "the exact account"
+
+
+# -- SHOW GRANTS, parsed --------------------------------------------------------------------------------
+APP = ("app", "%")
+
+
+@pytest.mark.parametrize(
+    ("line", "grant"),
+    [
+        ("GRANT USAGE ON *.* TO `app`@`%`", Grant("GRANT USAGE ON *.*", "TO", "")),
+        (
+            "GRANT SELECT, INSERT ON `shop`.* TO `app`@`%` WITH GRANT OPTION",
+            Grant("GRANT SELECT, INSERT ON `shop`.*", "TO", "WITH GRANT OPTION"),
+        ),
+        (  # a column and a role whose names hold " TO "
+            "GRANT UPDATE (`ship TO`, `id`) ON `shop`.`orders` TO `app`@`%`",
+            Grant("GRANT UPDATE (`ship TO`, `id`) ON `shop`.`orders`", "TO", ""),
+        ),
+        (
+            "GRANT `reader TO x`@`%`,`r2`@`%` TO `app`@`%`",
+            Grant("GRANT `reader TO x`@`%`,`r2`@`%`", "TO", ""),
+        ),
+        ("GRANT `r1` TO `app`@`%` WITH ADMIN OPTION", Grant("GRANT `r1`", "TO", "WITH ADMIN OPTION")),
+        (  # MariaDB: the password hash goes, REQUIRE and the limits stay
+            "GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*AB12' "
+            "REQUIRE SSL WITH MAX_USER_CONNECTIONS 5",
+            Grant("GRANT USAGE ON *.*", "TO", "REQUIRE SSL WITH MAX_USER_CONNECTIONS 5"),
+        ),
+        (
+            "GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED VIA ed25519 USING 'x WITH y' OR unix_socket",
+            Grant("GRANT USAGE ON *.*", "TO", ""),
+        ),
+        ("SET DEFAULT ROLE `r1` FOR `app`@`%`", Grant("SET DEFAULT ROLE `r1`", "FOR", "")),
+        ("REVOKE INSERT ON `mysql`.* FROM `app`@`%`", Grant("REVOKE INSERT ON `mysql`.*", "FROM", "")),
+        (
+            "GRANT PROXY ON ''@'' TO 'app'@'%' WITH GRANT OPTION",
+            Grant("GRANT PROXY ON ''@''", "TO", "WITH GRANT OPTION"),
+        ),
+        (  # MySQL 8 dynamic privileges
+            "GRANT BACKUP_ADMIN,XA_RECOVER_ADMIN ON *.* TO `app`@`%`",
+            Grant("GRANT BACKUP_ADMIN,XA_RECOVER_ADMIN ON *.*", "TO", ""),
+        ),
+    ],
+)
+def test_show_grants_lines_are_parsed(line: str, grant: Grant) -> None:
+    assert Grant.parse(line, APP) == grant
+    assert grant.to("'app_clone'@'%'").endswith(("'app_clone'@'%'", grant.tail))
+
+
+def test_quoted_names_are_read_back_exactly() -> None:
+    name = "O'Ne`il TO \\x"
+    assert (
+        Grant.parse("GRANT USAGE ON *.* TO `O'Ne``il TO \\x`@`10.%`", (name, "10.%")).head
+        == "GRANT USAGE ON *.*"
+    )
+    assert Grant.parse("GRANT USAGE ON *.* TO 'O\\'Ne`il TO \\\\x'@'10.%'", (name, "10.%")).keyword == "TO"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["GRANT USAGE ON *.* TO `someone`@`%`", "CREATE USER `app`@`%`", "GRANT SELECT ON *.*", ""],
+)
+def test_a_line_that_is_not_understood_stops_the_copy(line: str) -> None:
+    with pytest.raises(PasswordChangeError, match="Cannot parse the SHOW GRANTS line"):
+        Grant.parse(line, APP)
+
+
+def test_grants_compare_without_the_column_order() -> None:
+    one = Grant.parse("GRANT UPDATE (`b`, `a`), SELECT (`c`) ON `s`.`t` TO `app`@`%`", APP)
+    other = Grant.parse("GRANT UPDATE (`a`, `b`), SELECT (`c`) ON `s`.`t` TO `app`@`%`", APP)
+    assert one.key == other.key
+    assert one.key != Grant.parse("GRANT UPDATE (`a`) ON `s`.`t` TO `app`@`%`", APP).key
+
+
+def test_account_options_of_mysql_8() -> None:
+    line = (
+        "CREATE USER `app`@`%` IDENTIFIED WITH 'caching_sha2_password' AS '$A$005$x WITH y' REQUIRE SSL "
+        "WITH MAX_QUERIES_PER_HOUR 10 MAX_USER_CONNECTIONS 2 PASSWORD EXPIRE DEFAULT ACCOUNT UNLOCK "
+        "PASSWORD HISTORY DEFAULT PASSWORD REUSE INTERVAL DEFAULT PASSWORD REQUIRE CURRENT DEFAULT"
+    )
+    assert account_options(line, MYSQL8) == (
+        "REQUIRE SSL WITH MAX_QUERIES_PER_HOUR 10 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 "
+        "MAX_USER_CONNECTIONS 2"
+    )
+
+
+def test_account_options_of_mariadb() -> None:
+    line = (
+        "CREATE USER `app`@`%` IDENTIFIED BY PASSWORD '*AB' REQUIRE ISSUER '/C=NO' AND SUBJECT '/CN=app' "
+        "WITH MAX_STATEMENT_TIME 1.500000 PASSWORD EXPIRE INTERVAL 30 DAY"
+    )
+    assert account_options(line, MARIADB) == (
+        "REQUIRE ISSUER '/C=NO' AND SUBJECT '/CN=app' WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 "
+        "MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 MAX_STATEMENT_TIME 1.500000"
+    )
+    assert account_options("CREATE USER `app`@`%`", MARIADB).startswith("REQUIRE NONE WITH ")
+
+
+# -- TLS ------------------------------------------------------------------------------------------------
+def test_tls_default_verifies_the_chain_and_the_name() -> None:
+    context = MySQLRotator.tls_options(secret())["ssl"]
+    assert isinstance(context, ssl.SSLContext)
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+
+
+def test_tls_modes_and_plaintext(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    options = MySQLRotator.tls_options
+    verify_ca = options(secret(sslmode="verify-ca"))["ssl"]
+    assert (verify_ca.verify_mode, verify_ca.check_hostname) == (ssl.CERT_REQUIRED, False)
+    assert options(secret(sslmode="require"))["ssl"].verify_mode == ssl.CERT_NONE
+    assert options(secret(ssl=False)) == {"ssl_disabled": True}
+    assert options(secret(sslmode="disable")) == {"ssl_disabled": True}
+    monkeypatch.setenv("ROTATORS_SSLMODE", "require")
+    assert options(secret())["ssl"].verify_mode == ssl.CERT_NONE
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        options(secret(sslrootcert=str(tmp_path / "missing.pem")))
+    monkeypatch.setenv("ROTATORS_SSLMODE", "preferred")
+    with pytest.raises(ConfigurationError, match='"ssl": false'):
+        options(secret())
+
+
+# -- a recording double at the driver boundary ----------------------------------------------------------
+@dataclass
+class Account:
+    grants: list[str]
+    create: str = ""
+    default_roles: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class FakeServer:
+    """Answers the engine's reads as a MySQL 8 server would; records every statement as sent."""
+
+    version: str = "8.0.36"
+    current_user: str = "app@10.0.%"
+    accounts: dict[tuple[str, str], Account] = field(default_factory=dict)
+    warnings: list[tuple[str, int, str]] = field(default_factory=list)
+    fail_on: str | None = None
+    sent: list[str] = field(default_factory=list)
+
+    def escape(self, value: object) -> str:
+        assert isinstance(value, str)
+        return "'" + escape_string(value) + "'"
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self)
+
+    def close(self) -> None:
+        pass
+
+    def answer(self, text: str) -> list[tuple[Any, ...]]:
+        self.sent.append(text)
+        if self.fail_on and text.startswith(self.fail_on):
+            raise pymysql.err.OperationalError(1227, f"Access denied; {NEW} needs CREATE USER")
+        if text == "SELECT VERSION(), CURRENT_USER()":
+            return [(self.version, self.current_user)]
+        if text == "SELECT CURRENT_USER(), 1 + 1":
+            return [(self.current_user, 2)]
+        if text == "SHOW WARNINGS":
+            return list(self.warnings)
+        if match := re.fullmatch(r"SELECT Host FROM mysql\.user WHERE User = '(.*?)'.*", text):
+            return [(host,) for user, host in self.accounts if user == match[1]]
+        if match := re.fullmatch(r"SELECT 1 FROM mysql\.user WHERE User = '(.*)' AND Host = '(.*)'", text):
+            return [(1,)] if (match[1], match[2]) in self.accounts else []
+        if match := re.fullmatch(r"SHOW GRANTS FOR '(.*)'@'(.*)'", text):
+            return [(line,) for line in self.accounts[(match[1], match[2])].grants]
+        if match := re.fullmatch(r"SHOW CREATE USER '(.*)'@'(.*)'", text):
+            return [(self.accounts[(match[1], match[2])].create,)]
+        if match := re.fullmatch(
+            r"SELECT DEFAULT_ROLE_USER.* WHERE USER = '(.*)' AND HOST = '(.*)' ORDER BY 1, 2", text
+        ):
+            return list(self.accounts[(match[1], match[2])].default_roles)
+        return []
+
+
+@dataclass
+class FakeCursor:
+    server: FakeServer
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __enter__(self) -> FakeCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def execute(self, query: str, args: tuple[Any, ...] | None = None) -> int:
+        text = query % tuple(self.server.escape(a) for a in args) if args else query
+        self.rows = self.server.answer(text)
+        return len(self.rows)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+class FakeSecretsManager:
+    """GetSecretValue by stage from a table, and a fixed new password."""
+
+    def __init__(self, values: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self.values = values
+
+    def get_secret_value(self, *, SecretId: str, VersionStage: str, VersionId: str | None = None) -> Any:
+        version = VersionId or f"{SecretId}-{VersionStage}"
+        return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
+
+    def get_random_password(self, **policy: Any) -> Any:
+        return {"RandomPassword": NEW}
+
+
+def set_secret(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch, user: str = "app", master: bool = False
+) -> list[str]:
+    """createSecret then setSecret through the real engine; the statements sent, reads included."""
+    monkeypatch.setattr(pymysql, "connect", lambda **kwargs: server)
+    login = {"engine": "mysql", "host": "db", "port": 3306}
+    current = {**login, "username": user, "password": "Old-Pass-1"}
+    values = {("demo", AWSCURRENT): {**current, "masterarn": "m"} if master else current}
+    values[("m", AWSCURRENT)] = {**login, "username": "admin", "password": "Master-Pass-3"}
+    client = FakeSecretsManager(values)
+    rotator = MySQLRotator(SecretStore(cast(Any, client)))
+    meta = SecretMeta(
+        "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
+    )
+    pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
+    values[("demo", AWSPENDING)] = json.loads(pending.to_json())
+    rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), meta))
+    return server.sent
+
+
+def writes(sent: list[str]) -> list[str]:
+    return [s for s in sent if not s.startswith(("SELECT", "SHOW"))]
+
+
+def test_mysql8_single_user_changes_its_exact_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = set_secret(FakeServer(current_user="app@10.0.%"), monkeypatch)
+    assert sent == [
+        "SELECT VERSION(), CURRENT_USER()",
+        f"ALTER USER 'app'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}",
+    ]
+
+
+def test_mysql9_is_not_sent_down_an_old_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = set_secret(FakeServer(version="9.1.0", current_user="app@%"), monkeypatch)
+    assert writes(sent) == [f"ALTER USER 'app'@'%' IDENTIFIED BY {NEW_LITERAL}"]
+
+
+def test_mariadb_single_user_uses_set_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = set_secret(FakeServer(version="10.6.16-MariaDB", current_user="app@%"), monkeypatch)
+    assert writes(sent) == [f"SET PASSWORD = PASSWORD({NEW_LITERAL})"]
+    assert sent[-1] == "SHOW WARNINGS"
+
+
+def test_a_password_the_server_ignores_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeServer(version="10.6.16-MariaDB", current_user="app@localhost")
+    server.warnings = [("Warning", 1699, "SET PASSWORD is ignored for users authenticating via unix_socket")]
+    with pytest.raises(PasswordChangeError, match="unix_socket"):
+        set_secret(server, monkeypatch)
+
+
+MYSQL8_GRANTS = [
+    "GRANT USAGE ON *.* TO `app`@`10.0.%`",
+    "GRANT SELECT, INSERT ON `shop`.* TO `app`@`10.0.%` WITH GRANT OPTION",
+    "GRANT `reader`@`%`,`writer TO`@`%` TO `app`@`10.0.%`",
+    "REVOKE INSERT ON `shop`.`audit` FROM `app`@`10.0.%`",
+]
+MYSQL8_CREATE = (
+    "CREATE USER `app`@`10.0.%` IDENTIFIED WITH 'caching_sha2_password' AS '$A$005$hash' REQUIRE SSL "
+    "PASSWORD EXPIRE DEFAULT ACCOUNT UNLOCK PASSWORD REQUIRE CURRENT DEFAULT"
+)
+OPTIONS = (
+    "REQUIRE SSL WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 "
+    "MAX_USER_CONNECTIONS 0"
+)
+
+
+def mysql8_with_app(**clone: Account) -> FakeServer:
+    accounts = {
+        ("admin", "%"): Account([]),
+        ("app", "10.0.%"): Account(MYSQL8_GRANTS, MYSQL8_CREATE, [("reader", "%")]),
+    }
+    if "clone" in clone:
+        accounts[("app_clone", "10.0.%")] = clone["clone"]
+    return FakeServer(current_user="admin@%", accounts=accounts)
+
+
+def test_mysql8_master_creates_the_clone_with_the_same_privileges(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = set_secret(mysql8_with_app(), monkeypatch, master=True)
+    assert sent == [
+        "SELECT VERSION(), CURRENT_USER()",
+        "SELECT Host FROM mysql.user WHERE User = 'app'",
+        "SELECT 1 FROM mysql.user WHERE User = 'app_clone' AND Host = '10.0.%'",
+        f"CREATE USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}",
+        "SHOW GRANTS FOR 'app'@'10.0.%'",
+        "SHOW CREATE USER 'app'@'10.0.%'",
+        "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles "
+        "WHERE USER = 'app' AND HOST = '10.0.%' ORDER BY 1, 2",
+        f"ALTER USER 'app_clone'@'10.0.%' {OPTIONS}",
+        "GRANT USAGE ON *.* TO 'app_clone'@'10.0.%'",
+        "GRANT SELECT, INSERT ON `shop`.* TO 'app_clone'@'10.0.%' WITH GRANT OPTION",
+        "GRANT `reader`@`%`,`writer TO`@`%` TO 'app_clone'@'10.0.%'",
+        "REVOKE INSERT ON `shop`.`audit` FROM 'app_clone'@'10.0.%'",
+        "SET DEFAULT ROLE 'reader'@'%' TO 'app_clone'@'10.0.%'",
+    ]
+
+
+def test_mysql8_clone_in_step_only_gets_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    same = Account(
+        [line.replace("`app`", "`app_clone`") for line in reversed(MYSQL8_GRANTS)],
+        MYSQL8_CREATE.replace("`app`", "`app_clone`"),
+        [("reader", "%")],
+    )
+    sent = set_secret(mysql8_with_app(clone=same), monkeypatch, master=True)
+    assert writes(sent) == [f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}"]
+
+
+def test_mysql8_clone_that_drifted_is_reset_then_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    drifted = Account(
+        ["GRANT USAGE ON *.* TO `app_clone`@`10.0.%`", "GRANT `admin_role`@`%` TO `app_clone`@`10.0.%`"],
+        "CREATE USER `app_clone`@`10.0.%` IDENTIFIED WITH 'caching_sha2_password' AS 'x' REQUIRE NONE",
+        [("admin_role", "%")],
+    )
+    sent = writes(set_secret(mysql8_with_app(clone=drifted), monkeypatch, master=True))
+    assert sent[:4] == [
+        "SET DEFAULT ROLE NONE TO 'app_clone'@'10.0.%'",
+        "REVOKE `admin_role`@`%` FROM 'app_clone'@'10.0.%'",
+        "REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'app_clone'@'10.0.%'",
+        f"ALTER USER 'app_clone'@'10.0.%' {OPTIONS}",
+    ]
+    assert sent[-2:] == [
+        "SET DEFAULT ROLE 'reader'@'%' TO 'app_clone'@'10.0.%'",
+        f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}",
+    ], "the password changes last, so a failed refresh leaves the clone's old one working"
+
+
+def test_mysql8_master_rotating_back_changes_the_original(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = set_secret(mysql8_with_app(), monkeypatch, user="app_clone", master=True)
+    assert writes(sent) == [f"ALTER USER 'app'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}"]
+
+
+def test_refusals_become_typed_errors_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeServer(current_user="app@%", fail_on="ALTER USER")
+    with pytest.raises(PasswordChangeError, match="error 1227") as caught:
+        set_secret(server, monkeypatch)
+    assert NEW not in str(caught.value) and "<redacted>" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+# -- connecting ---------------------------------------------------------------------------------------
+@contextmanager
+def refusing(monkeypatch: pytest.MonkeyPatch, error: Exception) -> Iterator[None]:
+    def connect(**kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(pymysql, "connect", connect)
+    yield
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "message"),
+    [
+        (
+            pymysql.err.OperationalError(1045, "Access denied for user 'app'@'10.0.0.9'"),
+            LoginRefusedError,
+            "refused",
+        ),
+        (pymysql.err.OperationalError(1862, "Your password has expired"), LoginError, "has expired"),
+        (
+            pymysql.err.OperationalError(2003, "Can't connect to MySQL server on 'db' (timed out)"),
+            DatabaseUnavailableError,
+            "db:3306",
+        ),
+        (
+            pymysql.err.OperationalError(2026, "SSL is required but the server doesn't support it"),
+            DatabaseUnavailableError,
+            "SSL",
+        ),
+    ],
+)
+def test_login_failures_are_typed(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, raised: type[Exception], message: str
+) -> None:
+    with (
+        refusing(monkeypatch, error),
+        pytest.raises(raised, match=message),
+        MySQLRotator().connect(secret(), "app", "Old-Pass-1"),
+    ):
+        pass
+
+
+def test_a_driver_message_quoting_the_password_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    error = pymysql.err.OperationalError(2003, "Can't connect with password 'Old-Pass-1'")
+    with (
+        refusing(monkeypatch, error),
+        pytest.raises(DatabaseUnavailableError) as caught,
+        MySQLRotator().connect(secret(), "app", "Old-Pass-1"),
+    ):
+        pass
+    assert "Old-Pass-1" not in str(caught.value)
+
+
+def test_probe_checks_the_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    session = Session(cast(Any, FakeServer(current_user="app@%")), MYSQL8, ("app", "%"))
+    MySQLRotator().probe(session, "app")
+    with pytest.raises(SecretTestError, match="'other'"):
+        MySQLRotator().probe(session, "other")
+
+
+def test_several_accounts_for_one_user_are_ambiguous_for_a_master(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = mysql8_with_app()
+    server.accounts[("app", "%")] = Account([])
+    with pytest.raises(PasswordChangeError, match="several hosts"):
+        set_secret(server, monkeypatch, master=True)
+    assert writes(server.sent) == []
+
+
+@pytest.mark.parametrize(
+    ("engine", "name", "limit"),
+    [("mysql", "a" * 27, 32), ("aurora-mysql", "a" * 27, 32), ("mariadb", "a" * 75, 80)],
+)
+def test_a_clone_name_over_the_limit_fails_at_create(engine: str, name: str, limit: int) -> None:
+    def make_pending(username: str) -> DatabaseSecret:
+        value = {"engine": engine, "host": "db", "username": username, "password": "P-1", "masterarn": "m"}
+        rotator = MySQLRotator(SecretStore(cast(Any, FakeSecretsManager({("demo", AWSCURRENT): value}))))
+        meta = SecretMeta(
+            "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
+        )
+        return rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
+
+    with pytest.raises(SecretFormatError, match=f"longer than {limit} characters"):
+        make_pending(name)
+    assert make_pending(name[:-1]).username == name[:-1] + "_clone", "one character less fits"
