@@ -276,7 +276,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         current = ctx.current
         _log_strategy(current)
         username = self.partner(current.username) if current.masterarn else current.username
-        self.check_username(username, original=current.username)
+        self.check_username(username, current=current)
         return current.with_login(username, self.store.random_password(self.password_policy()))
 
     # -- user names: engines whose names carry quoting or case rules override these ---------
@@ -288,12 +288,13 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         """The other user of an alternating pair: `app` <-> `app_clone`."""
         return other_user(username)
 
-    def check_username(self, username: str, *, original: str) -> None:
-        """Refuse, at createSecret and so before anything changes, a name the engine cannot use."""
+    def check_username(self, username: str, *, current: DatabaseSecret) -> None:
+        """Refuse, at createSecret and so before anything changes, a name the engine cannot use
+        (`current` says which server flavour the name is for)."""
         if len(username.encode()) > self.max_username_bytes:
             raise SecretFormatError(
                 f"User name {username!r} is longer than {self.max_username_bytes} bytes, the limit "
-                f"of {self.kind}: shorten {original!r} so that its clone name fits"
+                f"of {self.kind}: shorten {current.username!r} so that its clone name fits"
             )
 
     def set_pending(self, ctx: RotationContext[DatabaseSecret]) -> None:

@@ -1,0 +1,287 @@
+"""Amazon DocumentDB and MongoDB with pymongo. Handler: rotators.engines.documentdb.handler.
+
+Both speak the same wire protocol and user commands (`updateUser`, `createUser`, `usersInfo`);
+where they accept different options, a `Dialect` says which, and the engine sends only what the
+server understands. DocumentDB is recognised by its endpoint name or by `"engine": "documentdb"`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymongo
+from bson.son import SON
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from rotators.database import (
+    NOT_CHECKED,
+    DatabaseRotator,
+    DatabaseSecret,
+    LoginRefusedError,
+    ca_bundle,
+    tls_mode,
+)
+from rotators.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    PasswordChangeError,
+    RotationError,
+    SecretFormatError,
+    SecretTestError,
+    redact,
+)
+from rotators.log import logger
+
+_AUTHENTICATION_FAILED = 18
+_UNAUTHORIZED = 13
+_MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
+# Cluster, instance and elastic-cluster endpoints of Amazon DocumentDB, in every partition.
+_DOCUMENTDB_DOMAINS = (".docdb.amazonaws.com", ".docdb.amazonaws.com.cn", ".docdb-elastic.amazonaws.com")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one server family accepts, where DocumentDB and MongoDB differ."""
+
+    name: str
+    # DocumentDB before 8.0.2 refuses retryable writes; MongoDB drivers turn them on by default.
+    retry_writes: bool
+    # MongoDB can tie a user to client addresses; a clone must carry the same restrictions.
+    # DocumentDB has no such field and rejects the usersInfo option that shows it.
+    authentication_restrictions: bool
+    # DocumentDB's certificates chain to the Amazon RDS CA, which no system trust store holds.
+    needs_ca_bundle: bool
+
+
+DOCUMENTDB = Dialect("Amazon DocumentDB", False, authentication_restrictions=False, needs_ca_bundle=True)
+MONGODB = Dialect("MongoDB", True, authentication_restrictions=True, needs_ca_bundle=False)
+
+
+def dialect_of(secret: DatabaseSecret) -> Dialect:
+    """AWS's own DocumentDB secrets say `"engine": "mongo"`, so the endpoint name decides too."""
+    host = secret.host.lower().rstrip(".")
+    return DOCUMENTDB if secret.engine == "documentdb" or host.endswith(_DOCUMENTDB_DOMAINS) else MONGODB
+
+
+@dataclass(frozen=True)
+class Session:
+    """A logged-in client: the authentication database and the dialect of the server."""
+
+    db: Database[Any]
+    dialect: Dialect
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """The parts of a `usersInfo` entry a clone copies (mechanisms only where the server says)."""
+
+    roles: list[Any]
+    mechanisms: list[str] | None = None
+    restrictions: list[Any] = field(default_factory=list)
+
+
+class DocumentDBRotator(DatabaseRotator[Session]):
+    kind = "documentdb"
+    engines = frozenset({"mongo", "mongodb", "documentdb"})
+    default_port = 27017
+    default_dbname = "admin"
+    max_username_bytes = 1024  # MongoDB's only bound is the document size; this is a sanity guard
+
+    @contextmanager
+    def connect(self, secret: DatabaseSecret, username: str, password: str) -> Iterator[Session]:
+        dialect = dialect_of(secret)
+        options = self.client_options(secret, username, password)
+        try:
+            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(**options)
+        except (PyMongoError, OSError) as exc:  # a CA bundle that cannot be read is an OSError
+            message = redact(str(exc), [password])
+            raise ConfigurationError(
+                f"Invalid {dialect.name} connection options: {message}: check 'sslrootcert' in the "
+                "secret or ROTATORS_CA_BUNDLE"
+            ) from None
+        with client:
+            db = client[secret.dbname]
+            try:
+                db.command("ping")  # checks out a connection, which logs in
+            except OperationFailure as exc:
+                if exc.code == _AUTHENTICATION_FAILED:
+                    raise LoginRefusedError(f"{dialect.name} refused the login of {username!r}") from None
+                raise DatabaseUnavailableError(
+                    f"{dialect.name} at {secret.host}:{secret.port} failed a ping as {username!r}: "
+                    f"{_short(exc, password)}"
+                ) from None
+            except PyMongoError as exc:
+                raise DatabaseUnavailableError(
+                    f"Cannot connect to {dialect.name} at {secret.host}:{secret.port}: "
+                    f"{_short(exc, password)}"
+                ) from None
+            yield Session(db, dialect)
+
+    def client_options(self, secret: DatabaseSecret, username: str, password: str) -> dict[str, Any]:
+        """Keyword arguments of MongoClient for one login; nothing here opens a socket."""
+        dialect = dialect_of(secret)
+        timeout_ms = 1000 * float(os.environ.get("DB_CONNECT_TIMEOUT", "5"))
+        options: dict[str, Any] = {
+            "host": secret.host,
+            "port": secret.port,
+            "username": username,
+            "password": password,
+            "authSource": secret.dbname,
+            "appname": "rotators",
+            "retryWrites": dialect.retry_writes,
+            "connectTimeoutMS": timeout_ms,
+            "serverSelectionTimeoutMS": timeout_ms,
+            "socketTimeoutMS": 30_000,
+            **self.tls_options(secret),
+        }
+        mechanism = self._mechanism(secret, username)
+        if mechanism:
+            options["authMechanism"] = mechanism
+        return options
+
+    @staticmethod
+    def tls_options(secret: DatabaseSecret) -> dict[str, Any]:
+        """Verified TLS unless the secret says otherwise; never a silent plaintext fallback."""
+        mode = tls_mode(secret)
+        if mode is None:
+            return {"tls": False}
+        if mode == "require":
+            return {"tls": True, "tlsAllowInvalidCertificates": True}
+        options: dict[str, Any] = {"tls": True}
+        bundle = ca_bundle(secret)
+        if bundle:
+            options["tlsCAFile"] = bundle
+        elif dialect_of(secret).needs_ca_bundle and not (
+            secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE")
+        ):
+            raise ConfigurationError(
+                "Amazon DocumentDB's certificate is signed by the Amazon RDS CA, which the system "
+                "trust store lacks: ship global-bundle.pem (https://truststore.pki.rds.amazonaws.com/"
+                "global/global-bundle.pem) with the function and give its path as 'sslrootcert' in "
+                'the secret or ROTATORS_CA_BUNDLE (or "system" if your trust store holds it)'
+            )
+        if mode == "verify-ca":
+            options["tlsAllowInvalidHostnames"] = True
+        return options
+
+    def _mechanism(self, secret: DatabaseSecret, username: str) -> str | None:
+        """The secret's `authMechanism` applies to its user and clone; a master negotiates its own."""
+        mechanism = secret.raw.get("authMechanism")
+        if mechanism is None or username not in (secret.username, self.partner(secret.username)):
+            return None
+        if mechanism not in _MECHANISMS:
+            raise SecretFormatError(f"Key 'authMechanism' must be one of {', '.join(_MECHANISMS)}")
+        return str(mechanism)
+
+    # -- the user commands ------------------------------------------------------------------
+    def set_password(self, conn: Session, username: str, password: str) -> None:
+        """MongoDB's updateUser with a password and no mechanisms gives the user every default
+        mechanism; the user's own list keeps a SCRAM-SHA-256-only user that way."""
+        record = self.user_record(conn, username, optional=True)
+        command: SON[str, Any] = SON([("updateUser", username), ("pwd", password)])
+        if record is not None and record.mechanisms:
+            command["mechanisms"] = record.mechanisms
+        self._command(conn, command, password)
+
+    def clone_user(self, conn: Session, source: str, clone: str, password: str) -> None:
+        """The clone gets the source's roles (and mechanisms and address restrictions, where the
+        server has them), read afresh on every rotation, so it can do what the source can."""
+        original = self.user_record(conn, source)
+        if original is None:
+            raise PasswordChangeError(
+                f"{conn.dialect.name} has no user {source!r} in database {conn.db.name!r} to clone: "
+                "check 'username' and 'dbname' in the secret"
+            )
+        verb = "updateUser" if self.user_record(conn, clone) is not None else "createUser"
+        command: SON[str, Any] = SON([(verb, clone), ("pwd", password), ("roles", original.roles)])
+        if original.mechanisms:
+            command["mechanisms"] = original.mechanisms
+        if conn.dialect.authentication_restrictions:
+            command["authenticationRestrictions"] = original.restrictions
+        self._command(conn, command, password)
+
+    def user_record(self, conn: Session, username: str, *, optional: bool = False) -> UserRecord | None:
+        """`usersInfo` for one user of the authentication database; None if there is none, or,
+        when `optional`, if the login may not read it (a user that changes its own password)."""
+        command: SON[str, Any] = SON([("usersInfo", username)])
+        if conn.dialect.authentication_restrictions:
+            command["showAuthenticationRestrictions"] = True
+        try:
+            reply = conn.db.command(command)
+        except OperationFailure as exc:
+            if optional and exc.code == _UNAUTHORIZED:
+                logger.info("no viewUser on the user's record: updateUser without its mechanisms list")
+                return None
+            raise PasswordChangeError(
+                f"{conn.dialect.name} refused usersInfo for {username!r}: {_short(exc, '')}; the login "
+                "needs the viewUser action (userAdmin or userAdminAnyDatabase) on the database"
+            ) from None
+        except ConnectionFailure as exc:
+            raise DatabaseUnavailableError(f"{conn.dialect.name} went away: {_short(exc, '')}") from None
+        users = [u for u in reply.get("users", []) if u.get("user") == username]
+        if not users:
+            return None
+        user = users[0]
+        mechanisms = user.get("mechanisms")
+        return UserRecord(
+            roles=list(user.get("roles", [])),
+            mechanisms=list(mechanisms) if mechanisms else None,
+            restrictions=list(user.get("authenticationRestrictions", [])),
+        )
+
+    def transport(self, conn: Session, secret: DatabaseSecret) -> str:
+        mode = tls_mode(secret)
+        if mode is None:
+            return "plaintext, as the secret asks"
+        verified = "certificate verified" if mode.startswith("verify") else "certificate NOT verified"
+        return f"TLS (sslmode={mode}, {verified}, {dialect_of(secret).name})"
+
+    def change_privileges(self, conn: Session, username: str, *, as_master: bool) -> str | None:
+        """A master must see the user's record to clone it; whether a user may change its own
+        password (MongoDB: the changeOwnPassword action) shows only when it tries."""
+        if not as_master:
+            return NOT_CHECKED
+        try:
+            record = self.user_record(conn, username)
+        except RotationError as exc:
+            return str(exc)
+        return None if record else f"no user {username!r} in database {conn.db.name!r}"
+
+    def probe(self, conn: Session, username: str) -> None:
+        status = conn.db.command("connectionStatus")
+        users = status.get("authInfo", {}).get("authenticatedUsers", [])
+        if {"user": username, "db": conn.db.name} not in [
+            {"user": u.get("user"), "db": u.get("db")} for u in users if isinstance(u, Mapping)
+        ]:
+            raise SecretTestError(f"The test command did not run as {username!r}")
+
+    def _command(self, conn: Session, command: SON[str, Any], password: str) -> None:
+        verb, name = next(iter(command.items()))
+        try:
+            conn.db.command(command)
+        except OperationFailure as exc:
+            raise PasswordChangeError(
+                f"{conn.dialect.name} refused {verb} for {name!r}: {_short(exc, password)}"
+            ) from None
+        except ConnectionFailure as exc:
+            raise DatabaseUnavailableError(
+                f"{conn.dialect.name} went away during {verb} for {name!r}: {_short(exc, password)}; "
+                "retry the step"
+            ) from None
+
+
+def _short(exc: PyMongoError, password: str) -> str:
+    """The server's own words without pymongo's topology dump, and never a password."""
+    if isinstance(exc, OperationFailure) and isinstance(exc.details, Mapping):
+        text = f"{exc.details.get('errmsg', exc)} (code {exc.code}, {exc.details.get('codeName', '?')})"
+    else:
+        text = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
+    return redact(text, [password]).strip()
+
+
+handler = DocumentDBRotator().handle

@@ -1,0 +1,293 @@
+"""How OracleRotator connects: TCPS options, and what each login failure becomes.
+
+No Oracle listener runs here. The TLS tests use a real python-oracledb client against a local
+TLS socket with a certificate from the test CA: they prove the handshake is verified (chain and
+host name) before the driver sends its first TNS packet, and that plaintext is never tried.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotators.database import DatabaseSecret, LoginRefusedError
+from rotators.engines.oracle import OracleRotator
+from rotators.errors import ConfigurationError, DatabaseUnavailableError, LoginError, SecretFormatError
+from rotators.local.tls import CertificateAuthority
+from tests.oracle_double import OracleDouble, ora_error
+
+PASSWORD = "Secret-pass-1"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE", "DB_CONNECT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def secret(**changes: Any) -> DatabaseSecret:
+    value = {"engine": "oracle", "host": "db.example", "username": "app", "password": PASSWORD, **changes}
+    return OracleRotator().parse(json.dumps(value), where="the test secret")
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    return CertificateAuthority.create(tmp_path_factory.mktemp("oracle-ca"))
+
+
+# -- the options -------------------------------------------------------------------------------------------
+def test_tcps_with_full_verification_is_the_default() -> None:
+    options = OracleRotator().connect_options(secret(port=2484, dbname="ORCLPDB1"))
+    context = options.pop("ssl_context")
+    assert options == {
+        "host": "db.example",
+        "port": 2484,
+        "service_name": "ORCLPDB1",
+        "tcp_connect_timeout": 5.0,
+        "retry_count": 0,
+        "program": "rotators",
+        "protocol": "tcps",
+        "ssl_server_dn_match": True,
+    }
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_the_ca_bundle_is_loaded_from_its_path(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(ca.cert_path))
+    context = OracleRotator().connect_options(secret())["ssl_context"]
+    subjects = [dict(entry[0] for entry in cert["subject"]) for cert in context.get_ca_certs()]
+    assert {"commonName": ca.name} in subjects
+
+
+def test_a_missing_ca_bundle_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"missing\.pem' cannot be read"):
+        OracleRotator().connect_options(secret(sslrootcert=str(tmp_path / "missing.pem")))
+
+
+def test_verify_ca_skips_only_the_host_name() -> None:
+    options = OracleRotator().connect_options(secret(sslmode="verify-ca"))
+    assert options["ssl_server_dn_match"] is False
+    assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+
+
+def test_require_encrypts_without_verifying() -> None:
+    options = OracleRotator().connect_options(secret(sslmode="require"))
+    assert (options["protocol"], options["ssl_server_dn_match"]) == ("tcps", False)
+    assert options["ssl_context"].verify_mode == ssl.CERT_NONE
+
+
+@pytest.mark.parametrize("changes", [{"ssl": False}, {"ssl": "false"}, {"sslmode": "disable"}])
+def test_plain_tcp_only_when_the_secret_says_so(
+    changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROTATORS_SSLMODE", "verify-full")
+    options = OracleRotator().connect_options(secret(**changes))
+    assert options["protocol"] == "tcp"
+    assert "ssl_context" not in options
+
+
+def test_connect_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
+    assert OracleRotator().connect_options(secret())["tcp_connect_timeout"] == 2.0
+
+
+# -- logins, through the recording double ------------------------------------------------------------------
+def test_a_login_passes_the_name_as_spelled_and_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    double = OracleDouble(version="21.3.0.0.0").install(monkeypatch)
+    with OracleRotator().connect(secret(), '"App"', PASSWORD) as session:
+        assert (session.login.stored, session.version) == ("App", (21, 3))
+    assert double.connects[0]["user"] == '"App"'
+    assert double.connects[0]["password"] == PASSWORD
+    assert double.closed_connections == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "match"),
+    [
+        (1017, LoginRefusedError, "refused the login of 'app'"),
+        (28000, LoginError, "locked"),
+        (28001, LoginError, "expired"),
+    ],
+)
+def test_login_failures(
+    code: int, error: type[Exception], match: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    OracleDouble(connect_error=ora_error(code, f"no entry for {PASSWORD}")).install(monkeypatch)
+    with pytest.raises(error, match=match) as caught, OracleRotator().connect(secret(), "app", PASSWORD):
+        pass
+    assert PASSWORD not in str(caught.value)
+    assert type(caught.value) is error, "locked or expired accounts are not retried with other versions"
+
+
+def test_an_unreachable_listener_is_unavailable_with_the_tcps_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    OracleDouble(connect_error=ora_error(12514, f"listener does not know service {PASSWORD}")).install(
+        monkeypatch
+    )
+    with (
+        pytest.raises(DatabaseUnavailableError) as caught,
+        OracleRotator().connect(secret(), "app", PASSWORD),
+    ):
+        pass
+    message = str(caught.value)
+    assert message.startswith("Cannot connect to Oracle at db.example:1521/ORCL: ORA-12514")
+    assert '"ssl": false' in message and "2484" in message
+    assert PASSWORD not in message and "Help:" not in message
+
+
+def test_an_illegal_login_name_is_refused_before_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    double = OracleDouble().install(monkeypatch)
+    with pytest.raises(SecretFormatError), OracleRotator().connect(secret(), "app-user", PASSWORD):
+        pass
+    assert double.connects == []
+
+
+# -- a real TLS handshake, against a socket that speaks TLS and then reads the first TNS packet -------------
+class Listener:
+    """Accepts one connection at a time: TLS (or plain TCP) then records the first bytes and hangs up."""
+
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        self.context = context
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.first_bytes: list[bytes] = []
+        self.handshake_errors: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.server.accept()
+            except OSError:
+                return
+            raw.settimeout(5)
+            try:
+                conn = self.context.wrap_socket(raw, server_side=True) if self.context else raw
+                self.first_bytes.append(conn.recv(4096))
+                conn.close()
+            except (ssl.SSLError, OSError) as exc:
+                self.handshake_errors.append(type(exc).__name__)
+                raw.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def server_context(ca: CertificateAuthority, tmp_path: Path, name: str | None = None) -> ssl.SSLContext:
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    if name is None:
+        ca.issue_server_cert(cert, key)
+    else:
+        issue_cert_for(ca, name, cert, key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def issue_cert_for(ca: CertificateAuthority, name: str, cert_path: Path, key_path: Path) -> None:
+    """A certificate valid in every way but for another host name."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca.name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+@pytest.fixture
+def listen() -> Iterator[Any]:
+    listeners: list[Listener] = []
+
+    def start(context: ssl.SSLContext | None) -> Listener:
+        listeners.append(Listener(context))
+        return listeners[-1]
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def try_login(port: int, **changes: Any) -> str:
+    """The driver matches DNS names (not IP addresses) of the certificate: log in to `localhost`."""
+    local = secret(host="localhost", port=port, **changes)
+    with pytest.raises(DatabaseUnavailableError) as caught, OracleRotator().connect(local, "app", PASSWORD):
+        pass
+    return str(caught.value)
+
+
+TNS_CONNECT = 1  # the packet type byte of the first packet a client sends
+
+
+def test_a_verified_handshake_comes_before_the_first_tns_packet(
+    ca: CertificateAuthority, tmp_path: Path, listen: Any
+) -> None:
+    listener = listen(server_context(ca, tmp_path))
+    message = try_login(listener.port, sslrootcert=str(ca.cert_path))  # the fake then hangs up
+    assert listener.first_bytes, "the TLS handshake succeeded and the driver spoke"
+    assert listener.first_bytes[0][4] == TNS_CONNECT
+    assert PASSWORD.encode() not in b"".join(listener.first_bytes)
+    assert "certificate" not in message
+
+
+def test_a_certificate_from_another_ca_is_refused(
+    ca: CertificateAuthority, tmp_path: Path, listen: Any
+) -> None:
+    stranger = CertificateAuthority.create(tmp_path / "stranger")
+    listener = listen(server_context(ca, tmp_path))
+    message = try_login(listener.port, sslrootcert=str(stranger.cert_path))
+    assert "certificate verify failed" in message
+    assert not any(listener.first_bytes), "nothing was sent to an unverified server"
+    assert "2484" not in message, "no misleading plain-TCP hint for a certificate problem"
+
+
+def test_a_certificate_for_another_host_is_refused_unless_verify_ca(
+    ca: CertificateAuthority, tmp_path: Path, listen: Any
+) -> None:
+    listener = listen(server_context(ca, tmp_path, name="other.example"))
+    message = try_login(listener.port, sslrootcert=str(ca.cert_path))
+    assert "DPY-6006" in message, "the name on the certificate does not match"
+    assert not any(listener.first_bytes)
+
+    try_login(listener.port, sslrootcert=str(ca.cert_path), sslmode="verify-ca")
+    assert [chunk[4] for chunk in listener.first_bytes if chunk] == [TNS_CONNECT]
+
+
+def test_tcps_against_a_plain_listener_fails_with_the_hint_and_never_falls_back(listen: Any) -> None:
+    listener = listen(None)
+    message = try_login(listener.port)
+    assert '"ssl": false' in message
+    assert all(chunk[:1] == b"\x16" for chunk in listener.first_bytes if chunk), "only TLS records were sent"
