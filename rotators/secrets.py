@@ -6,6 +6,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,15 @@ class SecretMeta:
 
     def version_with(self, stage: str) -> str | None:
         return next((v for v, stages in self.versions.items() if stage in stages), None)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One row of ListSecretVersionIds."""
+
+    version_id: str
+    stages: frozenset[str]
+    created: datetime | None
 
 
 @cache
@@ -177,3 +187,27 @@ class SecretStore:
             IncludeSpace=False,
             RequireEachIncludedType=policy.require_each_included_type,
         )["RandomPassword"]
+
+    def versions(self, secret_id: str) -> list[VersionInfo]:
+        """Every version, labelled or not: custom rotators find keys of abandoned rotations here."""
+        found: list[VersionInfo] = []
+        kwargs: dict[str, Any] = {"SecretId": secret_id, "IncludeDeprecated": True, "MaxResults": 100}
+        while True:
+            page = self.client.list_secret_version_ids(**kwargs)
+            found.extend(
+                VersionInfo(v["VersionId"], frozenset(v.get("VersionStages", [])), v.get("CreatedDate"))
+                for v in page.get("Versions", [])
+            )
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
+    def find_version(self, secret_id: str, version_id: str) -> str | None:
+        """The value of one version whatever its labels; None for a version that has none."""
+        try:
+            found = self.client.get_secret_value(SecretId=secret_id, VersionId=version_id)
+        except Exception as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return found.get("SecretString")

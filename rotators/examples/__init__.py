@@ -1,0 +1,1 @@
+"""Custom rotators to copy: each module is one small subclass with its Lambda `handler`."""
