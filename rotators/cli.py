@@ -27,7 +27,24 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--secret-id", required=True, help="name or ARN of the secret")
     check.add_argument("--engine", help="engine module (postgresql, mysql, ...); default: the secret's")
     check.add_argument("--json", action="store_true", help="print the checks as JSON")
+    from rotators import invoke as invoke_module
+    from rotators import wire as wire_module
+
+    invoke_help = "run a function of template.yaml with an event file, like sam local invoke"
+    rotate_help = "start a rotation and run its four steps here, as Secrets Manager would"
+    wire_help = "attach a deployed rotator to a secret (RotateSecret with rotation rules)"
+    invoke_module.add_arguments(commands.add_parser("invoke", help=invoke_help))
+    wire_module.add_rotate_arguments(commands.add_parser("rotate", help=rotate_help))
+    wire_module.add_wire_arguments(commands.add_parser("wire", help=wire_help))
     args = parser.parse_args(argv)
+
+    sam_commands = {
+        "invoke": invoke_module.run,
+        "rotate": wire_module.rotate_command,
+        "wire": wire_module.wire_command,
+    }
+    if args.command in sam_commands:
+        return sam_commands[args.command](args)
 
     if args.command == "check":
         from rotators import check as check_module
