@@ -12,8 +12,8 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rotators.database import CLONE_SUFFIX, NOT_CHECKED, DatabaseRotator, DatabaseSecret, other_user
-from rotators.errors import RotationError
+from rotators.database import NOT_CHECKED, DatabaseRotator, DatabaseSecret
+from rotators.errors import RotationError, SecretFormatError
 from rotators.secrets import AWSCURRENT, SecretStore
 
 # The secret's `engine` value -> the engine module that rotates it.
@@ -25,6 +25,7 @@ ENGINE_MODULES = {
     "mariadb": "mysql",
     "aurora-mysql": "mysql",
     "redshift": "redshift",
+    "redshift-serverless": "redshift",
     "oracle": "oracle",
     "mongo": "documentdb",
     "documentdb": "documentdb",
@@ -124,15 +125,14 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
 
 
 def _name_and_policy(rotator: DatabaseRotator[Any], secret: DatabaseSecret) -> Iterator[Check]:
-    names = [secret.username, other_user(secret.username)] if secret.masterarn else [secret.username]
-    too_long = [n for n in names if len(n.encode()) > rotator.max_username_bytes]
-    yield Check(
-        "user name length",
-        not too_long,
-        f"longest {max(len(n.encode()) for n in names)} bytes of {rotator.max_username_bytes}"
-        + (f" (with {CLONE_SUFFIX!r})" if secret.masterarn else ""),
-        "shorten the user name so that its clone name fits" if too_long else "",
-    )
+    if secret.masterarn:
+        partner = rotator.partner(secret.username)
+        try:
+            rotator.check_username(partner, current=secret)
+        except SecretFormatError as exc:
+            yield Check("user names", False, str(exc), "shorten the user name so that its clone name fits")
+        else:
+            yield Check("user names", True, f"{secret.username!r} and {partner!r} alternate")
     try:
         policy = rotator.password_policy()
     except RotationError as exc:

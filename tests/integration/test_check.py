@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from rotators.cli import main
+from rotators.local.mariadb import MariaDBServer
 from rotators.local.postgres import PostgresServer
 from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.local.tls import CertificateAuthority
-from tests.conftest import Admin, Watched, pg_secret
+from tests.conftest import Admin, MariaDBAdmin, Watched, mysql_secret, pg_secret
 
 
 def check(leak_check: Watched, arn: str, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -159,7 +160,8 @@ def test_a_user_name_whose_clone_does_not_fit_fails(
 ) -> None:
     value = pg_secret(pg, "u" * 60, "Long-User-Pass-1", masterarn=master)
     code, rows = check(leak_check, local_sm.create_secret(f"long-{master[-6:]}", value))
-    assert code == 1 and rows["user name length"]["passed"] is False
+    assert code == 1 and rows["user names"]["passed"] is False
+    assert "longer than 63 bytes" in rows["user names"]["detail"]
 
 
 def test_excluded_characters_weaker_than_the_engine_needs_fail(
@@ -177,3 +179,58 @@ def test_excluded_characters_weaker_than_the_engine_needs_fail(
 def test_a_missing_secret_fails_the_first_row(local_sm: LocalSecretsManager, leak_check: Watched) -> None:
     code, rows = check(leak_check, "no-such-secret")
     assert code == 1 and list(rows) == ["secret readable"]
+
+
+# -- the same command against a real MariaDB (the MySQL engine) ----------------------------------------
+def test_mariadb_good_secrets_pass_in_both_strategies(
+    mysql_sm: LocalSecretsManager,
+    mariadb: MariaDBServer,
+    mariadb_admin: MariaDBAdmin,
+    role_name: str,
+    leak_check: Watched,
+) -> None:
+    user, password = role_name, "Init-" + role_name
+    master, master_password = f"m_{role_name}", "Master-" + role_name
+    mariadb_admin.create_user(user, password, "SELECT ON *.*")
+    mariadb_admin.create_user(master, master_password, "ALL PRIVILEGES ON *.*")
+    mariadb_admin.sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (master, "127.0.0.1"))
+    single = mysql_sm.create_secret(user, mysql_secret(mariadb, user, password))
+    code, rows = check(leak_check, single)
+    assert code == 0 and "certificate verified" in rows["user logs in"]["detail"]
+    master_arn = mysql_sm.create_secret(master, mysql_secret(mariadb, master, master_password))
+    alternating = mysql_sm.create_secret(
+        f"alt-{user}", mysql_secret(mariadb, user, password, masterarn=master_arn)
+    )
+    code, rows = check(leak_check, alternating)
+    assert code == 0 and rows["privileges"]["detail"] == "can change the password and manage the clone"
+    assert rows["user names"]["detail"] == f"'{user}' and '{user}_clone' alternate"
+
+
+def test_mariadb_broken_secrets_fail(
+    mysql_sm: LocalSecretsManager,
+    mariadb: MariaDBServer,
+    mariadb_admin: MariaDBAdmin,
+    role_name: str,
+    leak_check: Watched,
+) -> None:
+    user, password = role_name, "Init-" + role_name
+    weak, weak_password = f"w_{role_name}", "Weak-" + role_name
+    mariadb_admin.create_user(user, password)
+    mariadb_admin.create_user(weak, weak_password)
+    wrong = mysql_sm.create_secret(user, mysql_secret(mariadb, user, "Wrong-" + password))
+    code, rows = check(leak_check, wrong)
+    assert code == 1 and rows["user logs in"]["passed"] is False
+    weak_arn = mysql_sm.create_secret(weak, mysql_secret(mariadb, weak, weak_password))
+    code, rows = check(
+        leak_check,
+        mysql_sm.create_secret(f"alt-{user}", mysql_secret(mariadb, user, password, masterarn=weak_arn)),
+    )
+    assert code == 1 and rows["privileges"]["passed"] is False and rows["privileges"]["fix"]
+    long_name = "u" * 76  # MariaDB takes 80 characters: the clone's 82 do not fit
+    code, rows = check(
+        leak_check,
+        mysql_sm.create_secret(
+            f"long-{user}", mysql_secret(mariadb, long_name, password, masterarn=weak_arn)
+        ),
+    )
+    assert code == 1 and "longer than 80 characters" in rows["user names"]["detail"]
