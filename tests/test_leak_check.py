@@ -8,7 +8,9 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+ROOT = Path(__file__).parent.parent
+# The suite's own conftest, re-exported into a scratch project, leak check included.
+CONFTEST = "from tests.conftest import *  # noqa: F403\n"
 
 
 @pytest.mark.parametrize(
@@ -25,6 +27,7 @@ def test_a_leaked_secret_fails_the_test(
     pytester: pytest.Pytester, leak: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(
         f"""
