@@ -257,6 +257,20 @@ def new_password() -> Callable[[], str]:
     return lambda: "Init-" + uuid.uuid4().hex
 
 
+@pytest.fixture
+def secret(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    role_name: str,
+    new_password: Callable[[], str],
+) -> str:
+    """A single-user PostgreSQL secret made as someone else's script would: a role, plain boto3."""
+    password = new_password()
+    admin.create_role(role_name, password)
+    return local_sm.create_secret(role_name, pg_secret(pg, role_name, password))
+
+
 def invoke(handler: Callable[..., Any], secret_id: str, token: str, *steps: str, **extra: str) -> None:
     for step in steps or STEPS:
         handler({"SecretId": secret_id, "ClientRequestToken": token, "Step": step, **extra}, None)

@@ -16,28 +16,14 @@ from typing import Any
 import pytest
 
 from rotators.cli import main
-from rotators.local.postgres import PostgresServer
 from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.secrets import SecretStore
-from tests.conftest import STEPS, Admin, Watched, pg_secret
+from tests.conftest import STEPS, Admin, Watched
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = str(ROOT / "template.yaml")
 EVENTS = ROOT / "events"
 EVENT_TOKEN = json.loads((EVENTS / "createSecret.json").read_text())["ClientRequestToken"]
-
-
-@pytest.fixture
-def secret(
-    local_sm: LocalSecretsManager,
-    admin: Admin,
-    pg: PostgresServer,
-    role_name: str,
-    new_password: Callable[[], str],
-) -> str:
-    password = new_password()
-    admin.create_role(role_name, password)
-    return local_sm.create_secret(role_name, pg_secret(pg, role_name, password))
 
 
 def outputs(watched: Watched) -> tuple[str, str]:

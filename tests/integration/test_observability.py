@@ -13,22 +13,9 @@ import pytest
 
 from rotators.engines.postgresql import handler
 from rotators.errors import LoginError
-from rotators.local.postgres import PostgresFactory, PostgresServer
+from rotators.local.postgres import PostgresFactory
 from rotators.local.secretsmanager import LocalSecretsManager
-from tests.conftest import STEPS, Admin, Watched, invoke, pg_secret
-
-
-@pytest.fixture
-def secret(
-    local_sm: LocalSecretsManager,
-    admin: Admin,
-    pg: PostgresServer,
-    role_name: str,
-    new_password: Callable[[], str],
-) -> str:
-    password = new_password()
-    admin.create_role(role_name, password)
-    return local_sm.create_secret(role_name, pg_secret(pg, role_name, password))
+from tests.conftest import STEPS, Admin, Watched, invoke
 
 
 def emf_blobs(output: str) -> list[dict[str, Any]]:

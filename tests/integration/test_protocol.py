@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import boto3
 import pytest
 
 from rotators.engines.postgresql import handler
 from rotators.errors import EventError, RotationNotEnabledError, SecretNotFoundError, VersionStageError
-from rotators.local.postgres import PostgresServer
 from rotators.local.secretsmanager import LocalSecretsManager
-from tests.conftest import Admin, Watched, invoke, pg_secret
-
-
-@pytest.fixture
-def secret(
-    local_sm: LocalSecretsManager,
-    admin: Admin,
-    pg: PostgresServer,
-    role_name: str,
-    new_password: Callable[[], str],
-) -> str:
-    password = new_password()
-    admin.create_role(role_name, password)
-    return local_sm.create_secret(role_name, pg_secret(pg, role_name, password))
+from tests.conftest import Admin, Watched, invoke
 
 
 def test_rotation_must_be_enabled(local_sm: LocalSecretsManager, secret: str) -> None:
