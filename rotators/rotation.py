@@ -188,10 +188,12 @@ class Rotator(ABC, Generic[S]):
                 metrics.add_metric(name="StepSucceeded", unit=MetricUnit.Count, value=1)
                 logger.info(f"{event.step.value} succeeded", extra={"duration_ms": round(elapsed_ms, 1)})
             except Exception:
-                elapsed_ms = 1000 * (time.perf_counter() - started)
                 metrics.add_metric(name="StepFailed", unit=MetricUnit.Count, value=1)
                 raise
             finally:
+                # Measured here, so that a BaseException (SystemExit, KeyboardInterrupt) ending the
+                # step is not replaced by an UnboundLocalError.
+                elapsed_ms = 1000 * (time.perf_counter() - started)
                 metrics.add_metric(name="StepDuration", unit=MetricUnit.Milliseconds, value=elapsed_ms)
                 logger.remove_keys(["strategy"])  # learnt from the secret; not carried to the next call
 
@@ -275,6 +277,16 @@ class Rotator(ABC, Generic[S]):
         current = ctx.meta.version_with(AWSCURRENT)
         if current is None:
             raise SecretNotFoundError(f"Secret {ctx.meta.name!r} has no AWSCURRENT version")
-        self.store.move_stage(ctx.secret_id, AWSCURRENT, to_version=token, from_version=current)
-        self.store.remove_stage(ctx.secret_id, AWSPENDING, from_version=token)
+        # A concurrent finishSecret, or a call the SDK sent again after its answer was lost, may
+        # have made either move already: then the label is where it should be, and the step is done.
+        try:
+            self.store.move_stage(ctx.secret_id, AWSCURRENT, to_version=token, from_version=current)
+        except Exception:
+            if AWSCURRENT not in self.store.describe(ctx.secret_id).stages_of(token):
+                raise
+        try:
+            self.store.remove_stage(ctx.secret_id, AWSPENDING, from_version=token)
+        except Exception:
+            if AWSPENDING in self.store.describe(ctx.secret_id).stages_of(token):
+                raise
         logger.info("AWSCURRENT moved to the new version", extra={"previous_version": current})

@@ -130,7 +130,10 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         self._execute(conn, [create, *statements], password)
 
     def probe(self, conn: psycopg.Connection[Any], username: str) -> None:
-        row = conn.execute("SELECT session_user, 1 + 1").fetchone()
+        try:
+            row = conn.execute("SELECT session_user, 1 + 1").fetchone()
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(f"PostgreSQL went away during the test query: {exc}") from None
         if row is None or row[0] != username or row[1] != 2:
             raise SecretTestError(f"The test query did not run as {username!r}")
 
@@ -151,6 +154,10 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
     def _refused_as_change_error(password: str) -> Iterator[None]:
         try:
             yield
+        except psycopg.OperationalError as exc:  # the connection or the server went away: retry later
+            raise DatabaseUnavailableError(
+                f"PostgreSQL went away during the change: {redact(str(exc), [password]).strip()}"
+            ) from None
         except psycopg.Error as exc:
             raise PasswordChangeError(
                 f"PostgreSQL refused the change: {redact(str(exc), [password]).strip()}"
