@@ -253,7 +253,10 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         return None if record else f"no user {username!r} in database {conn.db.name!r}"
 
     def probe(self, conn: Session, username: str) -> None:
-        status = conn.db.command("connectionStatus")
+        try:
+            status = conn.db.command("connectionStatus")
+        except ConnectionFailure as exc:
+            raise DatabaseUnavailableError(f"{conn.dialect.name} went away: {_short(exc, '')}") from None
         users = status.get("authInfo", {}).get("authenticatedUsers", [])
         if {"user": username, "db": conn.db.name} not in [
             {"user": u.get("user"), "db": u.get("db")} for u in users if isinstance(u, Mapping)
