@@ -1,0 +1,73 @@
+"""The fault suite's own plumbing: a World per scenario on the shared fixtures, no retry sleeps,
+and the matrix size in the session summary. Servers and Secrets Manager come from tests/conftest.py."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+from botocore.retries.standard import ExponentialBackoff
+
+from rotators.local.secretsmanager import LocalSecretsManager
+from tests.conftest import Watched
+from tests.faults.harness import MATRIX, DbAdmin, EngineUnderTest, Strategy, World
+
+MakeWorld = Callable[..., World]
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore retries injected throttles exactly as in production, without its backoff sleeps
+    (up to seconds each): the suite tests what is retried, not how long it waits."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+
+
+@pytest.fixture
+def make_world(
+    request: pytest.FixtureRequest,
+    local_sm: LocalSecretsManager,
+    monkeypatch: pytest.MonkeyPatch,
+    leak_check: Watched,
+) -> Iterator[MakeWorld]:
+    """make_world(engine, strategy, own=False): a fresh user and secret on the engine's shared
+    server, or on a server of the test's own that faults may stop. Secrets are deleted when the
+    test ends (or earlier by World.close); the leak check keeps watching their passwords."""
+    worlds: list[World] = []
+    admins: dict[int, DbAdmin] = {}  # per server, for this test (its servers outlive it)
+
+    def make(engine: EngineUnderTest, strategy: Strategy, own: bool = False) -> World:
+        server = request.getfixturevalue(engine.own_server if own else engine.shared_server)
+        monkeypatch.setenv("ROTATORS_CA_BUNDLE", engine.ca_bundle(server))
+        # The servers are local: a stopped one is found out in a second rather than five.
+        monkeypatch.setenv("DB_CONNECT_TIMEOUT", "1")
+        if id(server) not in admins:
+            admins[id(server)] = engine.admin(server)
+            # Closed before the server is torn down (finalizers run last in, first out): a
+            # MongoDB client closing towards a stopped server waits out its selection timeout.
+            request.addfinalizer(admins[id(server)].close)
+        admin = admins[id(server)]
+        world = World(
+            engine,
+            server,
+            local_sm,
+            strategy,
+            admin=admin,
+            watch=leak_check.add,
+            on_stopped=(lambda: engine.stop(server)) if own else None,
+        )
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        with contextlib.suppress(local_sm.client.exceptions.ResourceNotFoundException):
+            world.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = MATRIX.summary()
+    if lines:
+        terminalreporter.section("fault matrix")
+        for line in lines:
+            terminalreporter.write_line(line)
