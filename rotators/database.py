@@ -395,6 +395,11 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 f"{where}, named by 'masterarn' in {ctx.secret_id!r}, does not exist or has no "
                 "AWSCURRENT value: fix 'masterarn' or create the master secret"
             ) from None
+        except Exception as exc:  # deleted, access denied: the SDK's message holds no secret
+            raise SecretNotFoundError(
+                f"{where}, named by 'masterarn' in {ctx.secret_id!r}, cannot be read ({exc}): restore "
+                "it or let this rotator read it"
+            ) from None
         ctx.remember(text)
         master = self.parse(text, where=where)
         ctx.remember(master.password)

@@ -158,3 +158,19 @@ def test_a_clone_name_that_does_not_fit_fails_before_anything_changes(
     )
     with pytest.raises(local_sm.client.exceptions.ResourceNotFoundException):
         local_sm.client.get_secret_value(SecretId=arn, VersionId=token, VersionStage="AWSPENDING")
+
+
+def test_a_master_secret_marked_for_deletion_is_named_in_the_error(
+    local_sm: LocalSecretsManager, admin: Admin, app_secret: str, master_arn: str
+) -> None:
+    token = local_sm.start_rotation(app_secret)
+    invoke(handler, app_secret, token, "createSecret")
+    local_sm.client.delete_secret(SecretId=master_arn, RecoveryWindowInDays=7)
+    labels = local_sm.stages(app_secret)
+    with pytest.raises(SecretNotFoundError, match=r"named by 'masterarn'.*marked"):
+        invoke(handler, app_secret, token, "setSecret")
+    assert local_sm.stages(app_secret) == labels
+    local_sm.client.restore_secret(SecretId=master_arn)
+    invoke(handler, app_secret, token, "setSecret", "testSecret", "finishSecret")
+    current = local_sm.value(app_secret, "AWSCURRENT")
+    assert admin.logs_in(current["username"], current["password"])
