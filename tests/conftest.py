@@ -188,7 +188,7 @@ class Admin:
 
     def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(**self.server.admin_dsn(), autocommit=True) as conn:
-            cursor = conn.execute(statement, params)
+            cursor = conn.execute(statement, params or None)  # () would make "%" a placeholder
             return cursor.fetchall() if cursor.description else []
 
     def create_role(self, name: str, password: str, *extra: str) -> None:

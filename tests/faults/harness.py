@@ -93,8 +93,8 @@ class _PostgresAdmin:
         for attempt in (1, 2):
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(**self.server.admin_dsn(), autocommit=True)
-            try:
-                cursor = self._conn.execute(query, params)
+            try:  # params=() would make a "%" inside a literal a placeholder
+                cursor = self._conn.execute(query, params or None)
                 return cursor.fetchall() if cursor.description else []
             except psycopg.OperationalError:
                 self.close()
