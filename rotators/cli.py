@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
         strategies = ["single", "alternating"] if args.strategy == "both" else [args.strategy]
         try:
-            return demo_module.run(strategies)
+            return demo_module.run(strategies, verbose=args.verbose)
         except RuntimeError as exc:  # a missing server binary, say: tell how to fix it
             print(f"rotators demo: {exc}", file=sys.stderr)
             return 2

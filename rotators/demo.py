@@ -6,7 +6,9 @@ never printed: each version shows a short fingerprint, so you can see that it ch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import secrets
 import time
@@ -23,7 +25,7 @@ def fingerprint(password: str) -> str:
     return "sha256:" + hashlib.sha256(password.encode()).hexdigest()[:10]
 
 
-def run(strategies: list[str], out: Callable[[str], None] = print) -> int:
+def run(strategies: list[str], out: Callable[[str], None] = print, verbose: bool = False) -> int:
     from rotators.local.postgres import PostgresFactory
 
     out("Starting a throwaway PostgreSQL (SCRAM passwords, TLS) and a local Secrets Manager (moto)...")
@@ -33,7 +35,7 @@ def run(strategies: list[str], out: Callable[[str], None] = print) -> int:
         server = factory.start()
         out(f"  PostgreSQL {server.host}:{server.port}, Secrets Manager {sm.endpoint_url}")
         with sm.environ(ROTATORS_CA_BUNDLE=str(factory.ca.cert_path)):
-            ok = all(_rotate(strategy, server, sm, out) for strategy in strategies)
+            ok = all(_rotate(strategy, server, sm, out, verbose) for strategy in strategies)
     finally:
         sm.close()
         factory.close()
@@ -42,7 +44,7 @@ def run(strategies: list[str], out: Callable[[str], None] = print) -> int:
 
 
 def _rotate(
-    strategy: str, server: PostgresServer, sm: LocalSecretsManager, out: Callable[[str], None]
+    strategy: str, server: PostgresServer, sm: LocalSecretsManager, out: Callable[[str], None], verbose: bool
 ) -> bool:
     import psycopg
     from psycopg import sql
@@ -78,7 +80,9 @@ def _rotate(
     out(f"\nRotating with token {token} (RotateSecret, then the four steps, as Secrets Manager does):")
     for step in STEPS:
         started = time.perf_counter()
-        handler({"SecretId": arn, "ClientRequestToken": token, "Step": step}, None)
+        # Each step prints its EMF metrics line, as in Lambda; only --verbose shows them here.
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+            handler({"SecretId": arn, "ClientRequestToken": token, "Step": step}, None)
         out(f"  {step:<13} ok  {1000 * (time.perf_counter() - started):6.1f} ms")
     _table(sm, arn, "after", out)
 

@@ -19,5 +19,6 @@ def test_demo_rotates_both_strategies(leak_check: Watched, monkeypatch: pytest.M
     assert "AWSPREVIOUS app_single     sha256:" in out and "is refused [ok]" in out
     assert "AWSPREVIOUS app_alt        sha256:" in out and "logs in    [ok]" in out
     assert "UNEXPECTED" not in out
+    assert '{"_aws"' not in out, "metric lines only with --verbose"
     assert out.rstrip().endswith("All rotations succeeded.")
     assert os.environ.get("SECRETS_MANAGER_ENDPOINT") == endpoint_before, "the demo restores the environment"
