@@ -11,9 +11,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError
+from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError, ca_bundle, tls_mode
 from rotators.errors import (
-    ConfigurationError,
     DatabaseUnavailableError,
     PasswordChangeError,
     SecretTestError,
@@ -60,19 +59,12 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
     @staticmethod
     def tls_options(secret: DatabaseSecret) -> dict[str, str]:
         """Verified TLS unless the secret says otherwise; never a silent plaintext fallback."""
-        if not secret.tls.enabled:
+        mode = tls_mode(secret)
+        if mode is None:
             return {"sslmode": "disable"}
-        mode = secret.tls.mode or os.environ.get("ROTATORS_SSLMODE") or "verify-full"
-        if mode == "disable" and secret.tls.mode == "disable":
-            return {"sslmode": "disable"}
-        if mode not in {"require", "verify-ca", "verify-full"}:
-            raise ConfigurationError(
-                f"sslmode {mode!r} is not accepted: use require, verify-ca or verify-full, or put "
-                '"ssl": false in the secret to connect without TLS'
-            )
         options = {"sslmode": mode}
         if mode.startswith("verify"):
-            options["sslrootcert"] = secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE") or "system"
+            options["sslrootcert"] = ca_bundle(secret) or "system"
         return options
 
     def transport(self, conn: psycopg.Connection[Any], secret: DatabaseSecret) -> str:
