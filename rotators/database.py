@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import os
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Hashable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from rotators.errors import (
     ConfigurationError,
     LoginError,
+    PrivilegeError,
     SecretFormatError,
     SecretNotFoundError,
+    SecretTestError,
     TargetMismatchError,
 )
 from rotators.log import logger, tracer
@@ -24,6 +26,8 @@ from rotators.secrets import AWSCURRENT, PasswordPolicy
 Conn = TypeVar("Conn")
 
 CLONE_SUFFIX = "_clone"
+# The app secret's opt-in to alternate a user with administrative power (see README, Security model).
+ALLOW_PRIVILEGED_KEY = "allow_privileged_user"
 NOT_CHECKED = "not checked"  # change_privileges of an engine that cannot tell
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -54,6 +58,7 @@ class DatabaseSecret:
     dbname: str
     tls: TlsSettings = TlsSettings()
     masterarn: str | None = None
+    allow_privileged: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -126,6 +131,9 @@ def parse_database_secret(
         dbname=raw.get("dbname") or default_dbname,
         tls=tls,
         masterarn=raw.get("masterarn") or None,
+        allow_privileged=_as_bool(
+            raw.get(ALLOW_PRIVILEGED_KEY, False), key=ALLOW_PRIVILEGED_KEY, where=where
+        ),
         raw=raw,
     )
 
@@ -162,6 +170,18 @@ def ca_bundle(secret: DatabaseSecret) -> str | None:
     """The CA bundle path (`sslrootcert`, else ROTATORS_CA_BUNDLE); None means the system store."""
     path = secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE") or None
     return None if path == "system" else path
+
+
+_TLS_STRENGTH = {None: 0, "require": 1, "verify-ca": 2, "verify-full": 3}
+
+
+def weaker_tls(secret: DatabaseSecret, than: DatabaseSecret) -> bool:
+    """Would a login with `secret`'s TLS settings be less protected than with `than`'s? Verifying
+    against another CA bundle counts as weaker: it may trust an impostor's certificate."""
+    mode, floor = tls_mode(secret), tls_mode(than)
+    if _TLS_STRENGTH[mode] < _TLS_STRENGTH[floor]:
+        return True
+    return _TLS_STRENGTH[floor] >= _TLS_STRENGTH["verify-ca"] and ca_bundle(secret) != ca_bundle(than)
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -229,6 +249,28 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     @abstractmethod
     def probe(self, conn: Conn, username: str) -> None:
         """Run a test query; raise SecretTestError unless logged in as `username`."""
+
+    # -- what the master's safety rules ask an engine (alternating users) -------------------
+    def user_key(self, username: str, secret: DatabaseSecret) -> Hashable:
+        """Who `username` of `secret` is to the server: two names with one key are one user."""
+        return username
+
+    @abstractmethod
+    def admin_power(self, conn: Conn, username: str) -> list[str]:
+        """The administrative powers `username` holds, in words (superuser, CREATE USER, DBA ...)."""
+
+    @abstractmethod
+    def clone_mismatch(self, conn: Conn, source: str, clone: str) -> list[str]:
+        """Why an existing `clone` is not what the rotator makes of `source` (e.g. privileges the
+        source lacks); [] when it does not exist or when it is such a clone."""
+
+    @abstractmethod
+    def clone_lacks(self, conn: Conn, source: str, clone: str) -> list[str]:
+        """What `source` may do that `clone` may not; [] when the clone holds all of it."""
+
+    def master_session(self, master: DatabaseSecret, target: DatabaseSecret) -> AbstractContextManager[Conn]:
+        """The master logs in with its own secret's TLS settings, into the target's database."""
+        return self.connect(replace(master, dbname=target.dbname), master.username, master.password)
 
     # -- what `rotators check` asks an engine (optional) ----------------------------------
     def transport(self, conn: Conn, secret: DatabaseSecret) -> str:
@@ -321,6 +363,11 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 f"The AWSPENDING version of {ctx.secret_id!r} points at another server, database or "
                 "master secret than AWSCURRENT: cancel this rotation and fix the pending version"
             )
+        if weaker_tls(pending, current):
+            raise TargetMismatchError(
+                f"The AWSPENDING version of {ctx.secret_id!r} asks for weaker TLS than AWSCURRENT "
+                "(ssl, sslmode or sslrootcert): cancel this rotation and fix the pending version"
+            )
         if not pending.masterarn and pending.username != current.username:
             raise TargetMismatchError(
                 f"The AWSPENDING version of {ctx.secret_id!r} names another user than AWSCURRENT "
@@ -338,10 +385,11 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         """Log in as the user itself and change its password; fall back only when refused."""
         for label, login in self._single_user_logins(ctx, pending):
             try:
-                with self.connect(pending, login.username, login.password) as conn:
+                with self.connect(login, login.username, login.password) as conn:
                     if login.password == pending.password:
                         logger.info("pending already accepted by the database: nothing to set")
                         return
+                    ctx.confirm_pending()
                     self.set_password(conn, pending.username, pending.password)
                     logger.info(f"password changed by logging in with {label}")
                     return
@@ -357,33 +405,124 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret
     ) -> Iterator[tuple[str, DatabaseSecret]]:
         """AWSCURRENT does the work; AWSPENDING says it was already done; AWSPREVIOUS recovers
-        a half-finished earlier rotation. Later ones are read only when needed."""
-        yield AWSCURRENT, ctx.current
+        a half-finished earlier rotation. Later ones are read only when needed. Each logs in with
+        its own TLS settings, and AWSPREVIOUS never with weaker ones than AWSCURRENT."""
+        current = ctx.current
+        yield AWSCURRENT, current
         yield "AWSPENDING", pending
         previous = ctx.previous
         if (
             previous is not None
             and previous.target == pending.target
             and previous.username == pending.username
-            and previous.password != ctx.current.password
+            and previous.password != current.password
         ):
-            yield "AWSPREVIOUS", previous
+            yield (
+                "AWSPREVIOUS",
+                replace(previous, tls=current.tls) if weaker_tls(previous, current) else previous,
+            )
 
     def _set_as_master(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> None:
+        """The master acts only for a user that AWSCURRENT proves it can log in as (AWS's
+        confused-deputy guard), never on itself, and never to hand out more power than that user
+        has. Whoever writes the app secret is not trusted with the master."""
+        current = ctx.current
         master = self._master(ctx, pending)
-        try:
-            with self.connect(pending, master.username, master.password) as conn:
-                source = ctx.current.username
-                if pending.username == self.clone_name(source):
-                    self.clone_user(conn, source, pending.username, pending.password)
-                else:
-                    self.set_password(conn, pending.username, pending.password)
-        except LoginRefusedError:
-            raise LoginError(
-                f"The master secret {pending.masterarn!r} (AWSCURRENT) does not log in as "
-                f"{master.username!r}: fix the master secret, then retry the rotation"
-            ) from None
+        if name := self.master_user_named(current, master):
+            raise TargetMismatchError(
+                f"{ctx.secret_id!r} names {name!r}, the master user of {pending.masterarn!r}, as one "
+                "of its alternating users: a master never changes its own password this way; give "
+                "the application its own user"
+            )
+        if not self._current_logs_in(ctx, pending):
+            return
+        with self._as_master(master, pending) as conn:
+            admin, drift = self.power_problems(conn, current)
+            if drift and self._previous_proves(ctx, pending):
+                logger.info(f"AWSPREVIOUS logs in as {pending.username!r}: its privileges are put right")
+                drift = []
+            if admin or drift:
+                raise PrivilegeError(
+                    f"Alternating rotation of {ctx.secret_id!r} refused, nothing changed: "
+                    f"{'; '.join(admin + drift)[:600]}. Fix the users, rotate this secret as a single "
+                    f'user, or, for a user that is meant to be administrative, put "{ALLOW_PRIVILEGED_KEY}'
+                    '": true in the secret (README: Security model)'
+                )
+            ctx.confirm_pending()
+            if pending.username == self.clone_name(current.username):
+                self.clone_user(conn, current.username, pending.username, pending.password)
+            else:
+                self.set_password(conn, pending.username, pending.password)
         logger.info(f"password of {pending.username!r} set by the master user")
+
+    # -- the master's safety rules, shared with `rotators check` ---------------------------------
+    def master_user_named(self, current: DatabaseSecret, master: DatabaseSecret) -> str | None:
+        """The alternating user of `current` that is the master's own user, if any."""
+        theirs = self.user_key(master.username, master)
+        for name in (current.username, self.partner(current.username)):
+            if self.user_key(name, current) == theirs:
+                return name
+        return None
+
+    def power_problems(self, conn: Conn, current: DatabaseSecret) -> tuple[list[str], list[str]]:
+        """(administrative power of the original user, unless the secret opts in; how the clone
+        differs from what the rotator makes of it), for the partner of `current` to be set."""
+        partner = self.partner(current.username)
+        cloning = partner == self.clone_name(current.username)
+        source, clone = (current.username, partner) if cloning else (partner, current.username)
+        admin = [] if current.allow_privileged else self.admin_power(conn, source)
+        drift = self.clone_mismatch(conn, source, clone) if cloning else self.clone_lacks(conn, source, clone)
+        return admin, drift
+
+    def _current_logs_in(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> bool:
+        """Prove AWSCURRENT logs in as its user; False when there is nothing to do because the
+        pending version already logs in (a repeated setSecret after a refused AWSCURRENT)."""
+        current = ctx.current
+        for label, login in ((AWSCURRENT, current), ("AWSPENDING", pending)):
+            try:
+                with self.connect(login, login.username, login.password) as conn:
+                    self.probe(conn, login.username)
+            except (LoginRefusedError, SecretTestError):
+                logger.info(f"{label} does not log in as {login.username!r}")
+                continue
+            if login is pending:
+                logger.info("pending already accepted by the database: nothing to set")
+            return login is current
+        raise LoginError(
+            f"The AWSCURRENT version of {ctx.secret_id!r} does not log in as {current.username!r}, so "
+            "the master changes nothing (a master acts only for a user whose current password is "
+            "proven): put the working password in AWSCURRENT, then rotate again"
+        )
+
+    def _previous_proves(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> bool:
+        """Whether AWSPREVIOUS logs in as the user whose password the master is about to set: then
+        the secret already held that user (the rotator's own clone, or the original of the last
+        rotation), and the privileges that drifted since are the rotator's to put right. Read only
+        when the privileges differ, so the usual rotation pays nothing for it."""
+        previous = ctx.previous
+        if previous is None or previous.target != pending.target:
+            return False
+        if self.user_key(previous.username, previous) != self.user_key(pending.username, pending):
+            return False
+        login = replace(previous, tls=ctx.current.tls) if weaker_tls(previous, ctx.current) else previous
+        try:
+            with self.connect(login, login.username, login.password) as conn:
+                self.probe(conn, login.username)
+        except (LoginRefusedError, SecretTestError):
+            return False
+        return True
+
+    @contextmanager
+    def _as_master(self, master: DatabaseSecret, pending: DatabaseSecret) -> Iterator[Conn]:
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(self.master_session(master, pending))
+            except LoginRefusedError:
+                raise LoginError(
+                    f"The master secret {pending.masterarn!r} (AWSCURRENT) does not log in as "
+                    f"{master.username!r}: fix the master secret, then retry the rotation"
+                ) from None
+            yield conn
 
     def _master(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> DatabaseSecret:
         assert pending.masterarn is not None

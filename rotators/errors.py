@@ -55,6 +55,10 @@ class TargetMismatchError(SecretFormatError):
     """Two secrets of one rotation point at different servers; we refuse to touch either."""
 
 
+class PrivilegeError(RotationError):
+    """Alternating rotation would hand out more power than the user proven by AWSCURRENT has."""
+
+
 class ConfigurationError(RotationError):
     """An environment setting of the rotator is invalid."""
 

@@ -26,7 +26,7 @@ from rotators.errors import (
     redact,
 )
 from rotators.log import logger, metrics, tracer
-from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
+from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, ROTATORS_TESTED, SecretMeta, SecretStore
 
 S = TypeVar("S")
 
@@ -116,6 +116,16 @@ class RotationContext(Generic[S]):
         value = self.rotator.parse(text, where=f"the {stage} version of {self.secret_id!r}")
         self.remember(*self.rotator.sensitive_values(value))
         return value
+
+    def confirm_pending(self) -> None:
+        """Called right before a change the target cannot take back: a newer rotation may have
+        taken AWSPENDING since this step began, and its password must not be overwritten."""
+        meta = self.store.describe(self.secret_id)
+        if AWSPENDING not in meta.stages_of(self.event.token):
+            raise VersionStageError(
+                f"Version {self.event.token} of {meta.name!r} lost AWSPENDING while this step ran: a "
+                "newer rotation superseded it, so nothing was changed"
+            )
 
     def remember(self, *sensitive: str) -> None:
         """Note secret values so that error messages can be scrubbed of them."""
@@ -248,6 +258,7 @@ class Rotator(ABC, Generic[S]):
             logger.info("pending secret set on the target")
         elif step is Step.TEST:
             self.test_pending(ctx)
+            self._mark_tested(ctx)
             logger.info("pending secret tested")
         else:
             self._finish(ctx)
@@ -272,11 +283,28 @@ class Rotator(ABC, Generic[S]):
             return
         logger.info("pending secret staged")
 
+    def _mark_tested(self, ctx: RotationContext[S]) -> None:
+        """Label the version testSecret passed; the label leaves the version it marked before."""
+        token = ctx.event.token
+        if ROTATORS_TESTED in ctx.meta.stages_of(token):
+            return
+        marked = ctx.meta.version_with(ROTATORS_TESTED)
+        try:
+            self.store.move_stage(ctx.secret_id, ROTATORS_TESTED, to_version=token, from_version=marked)
+        except Exception:
+            if ROTATORS_TESTED not in self.store.describe(ctx.secret_id).stages_of(token):
+                raise  # not a concurrent testSecret that marked it first
+
     def _finish(self, ctx: RotationContext[S]) -> None:
         token = ctx.event.token
         current = ctx.meta.version_with(AWSCURRENT)
         if current is None:
             raise SecretNotFoundError(f"Secret {ctx.meta.name!r} has no AWSCURRENT version")
+        if ROTATORS_TESTED not in ctx.meta.stages_of(token):
+            # finishSecret without a passed testSecret (called out of order, or a rotation begun
+            # by an older release): AWSCURRENT moves only to a version that was tested.
+            logger.info(f"the pending version carries no {ROTATORS_TESTED} label: testing it first")
+            self.test_pending(ctx)
         # A concurrent finishSecret, or a call the SDK sent again after its answer was lost, may
         # have made either move already: then the label is where it should be, and the step is done.
         try:

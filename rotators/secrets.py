@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 AWSCURRENT = "AWSCURRENT"
 AWSPENDING = "AWSPENDING"
 AWSPREVIOUS = "AWSPREVIOUS"
+# A custom label that testSecret puts on the version it tested, so that finishSecret, reading it
+# from the DescribeSecret it makes anyway, moves AWSCURRENT only to a tested version.
+ROTATORS_TESTED = "ROTATORS_TESTED"
 _CACHED_VERSIONS = 64
 
 

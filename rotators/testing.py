@@ -183,9 +183,9 @@ class _Run(Generic[S]):
         return instrumented
 
     def _wrap_move_stage(self, original: Callable[..., None]) -> Callable[..., None]:
-        def instrumented(*args: Any, **kwargs: Any) -> None:
-            original(*args, **kwargs)
-            if self.plan.pop("move_stage", None) == "after":
+        def instrumented(secret_id: str, stage: str, **kwargs: Any) -> None:
+            original(secret_id, stage, **kwargs)
+            if stage == AWSCURRENT and self.plan.pop("move_stage", None) == "after":
                 raise SimulatedCrash("the process died between finishSecret's two label moves")
 
         return instrumented

@@ -8,9 +8,9 @@ server understands. DocumentDB is recognised by its endpoint name or by `"engine
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pymongo
@@ -42,6 +42,32 @@ _UNAUTHORIZED = 13
 _MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
 # Cluster, instance and elastic-cluster endpoints of Amazon DocumentDB, in every partition.
 _DOCUMENTDB_DOMAINS = (".docdb.amazonaws.com", ".docdb.amazonaws.com.cn", ".docdb-elastic.amazonaws.com")
+
+# Built-in roles that administer users or the server, or reach every application's data, rather
+# than serve one application. User administration (userAdmin, userAdminAnyDatabase, and dbOwner,
+# which includes userAdmin) can grant itself any role; restore writes admin.system.users and
+# backup reads every user's credentials; root and __system may do anything; the cluster roles run
+# the server itself; the *AnyDatabase roles administer or write every database (DocumentDB gave
+# them to every user made before 2020-03-26, so such users must be looked at before alternating).
+ADMIN_ROLES = frozenset({
+    "root", "__system", "userAdmin", "userAdminAnyDatabase", "dbOwner", "restore", "backup",
+    "__queryableBackup", "clusterAdmin", "clusterManager", "hostManager", "dbAdminAnyDatabase",
+    "readWriteAnyDatabase",
+})  # fmt: skip
+# The other built-in roles: no custom role may share their names, so they need no rolesInfo.
+_PLAIN_BUILTIN_ROLES = frozenset({
+    "read", "readWrite", "dbAdmin", "readAnyDatabase", "clusterMonitor", "enableSharding",
+    "directShardOperations", "searchCoordinator",
+})  # fmt: skip
+# Actions in a custom role that administer users, roles or the server (or do anything at all).
+ADMIN_ACTIONS = frozenset({
+    "anyAction", "internal", "impersonate", "createUser", "dropUser", "changePassword",
+    "grantRole", "revokeRole", "createRole", "dropRole", "setAuthenticationRestriction",
+    "shutdown", "setParameter", "replSetConfigure", "applyOps",
+})  # fmt: skip
+# Collections that hold users and roles: any privilege on them reads credentials or forges users.
+_CREDENTIAL_COLLECTIONS = ("system.users", "system.roles")
+Role = tuple[str, str]  # (role, db): MongoDB roles are database-qualified, like its users
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,10 @@ class UserRecord:
     roles: list[Any]
     mechanisms: list[str] | None = None
     restrictions: list[Any] = field(default_factory=list)
+
+    @property
+    def role_keys(self) -> set[Role]:
+        return set(_role_keys(self.roles))
 
 
 class DocumentDBRotator(DatabaseRotator[Session]):
@@ -177,6 +207,99 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         if mechanism not in _MECHANISMS:
             raise SecretFormatError(f"Key 'authMechanism' must be one of {', '.join(_MECHANISMS)}")
         return str(mechanism)
+
+    @contextmanager
+    def master_session(self, master: DatabaseSecret, target: DatabaseSecret) -> Iterator[Session]:
+        """The master authenticates against its own database with its own secret's TLS settings;
+        the user commands then run in the target's database, where the app's users live."""
+        with self.connect(master, master.username, master.password) as session:
+            dialect = DOCUMENTDB if DOCUMENTDB in (session.dialect, dialect_of(target)) else MONGODB
+            yield replace(session, db=session.db.client[target.dbname], dialect=dialect)
+
+    # -- the master's safety rules ------------------------------------------------------------
+    def user_key(self, username: str, secret: DatabaseSecret) -> tuple[str, str]:
+        """A MongoDB user is its name in its authentication database: `orders.admin` is not `admin.admin`."""
+        return (username, secret.dbname)
+
+    def admin_power(self, conn: Session, username: str) -> list[str]:
+        """Administrative built-in roles, and custom roles whose privileges (or inherited roles)
+        administer users or the server, followed through role inheritance."""
+        record = self.user_record(conn, username)
+        if record is None:
+            return []  # clone_user and updateUser say so
+        found: list[str] = []
+        seen: set[Role] = set()
+        level = record.role_keys
+        while level:
+            seen |= level
+            custom = []
+            for role, db in sorted(level):
+                if role in ADMIN_ROLES:
+                    found.append(f"role {role!r} on {db!r}")
+                elif role not in _PLAIN_BUILTIN_ROLES:
+                    custom.append((role, db))
+            level = set()
+            for entry in self._roles_info(conn, custom):
+                powers = _admin_privileges(entry)
+                if powers:
+                    found.append(
+                        f"role {entry.get('role')!r} on {entry.get('db')!r}, which may {', '.join(powers)}"
+                    )
+                inherited = [*entry.get("roles", []), *entry.get("inheritedRoles", [])]
+                level |= set(_role_keys(inherited)) - seen
+        return [f"{username!r} holds {'; '.join(found)}"] if found else []
+
+    def clone_mismatch(self, conn: Session, source: str, clone: str) -> list[str]:
+        """An existing clone may hold only roles the source holds, and, where the server has them,
+        no authentication restrictions other than the source's (fewer would be looser)."""
+        existing = self.user_record(conn, clone)
+        if existing is None:
+            return []
+        original = self.user_record(conn, source)
+        if original is None:
+            return []  # clone_user says there is no source
+        found = []
+        extra = existing.role_keys - original.role_keys
+        if extra:
+            found.append(f"{clone!r} holds roles {source!r} does not: {_roles_text(extra)}")
+        if original.restrictions and existing.restrictions != original.restrictions:
+            found.append(f"{clone!r} has other authentication restrictions than {source!r}")
+        return found
+
+    def clone_lacks(self, conn: Session, source: str, clone: str) -> list[str]:
+        """Roles of the source the clone does not hold, and restrictions that keep the clone from
+        logging in where the source may."""
+        original = self.user_record(conn, source)
+        if original is None:
+            return []  # updateUser says so; nothing is handed out
+        existing = self.user_record(conn, clone)
+        if existing is None:
+            return [f"no user {clone!r} in database {conn.db.name!r}"]
+        found = []
+        missing = original.role_keys - existing.role_keys
+        if missing:
+            found.append(f"{clone!r} lacks roles {source!r} holds: {_roles_text(missing)}")
+        if existing.restrictions and existing.restrictions != original.restrictions:
+            found.append(f"{clone!r} has other authentication restrictions than {source!r}")
+        return found
+
+    def _roles_info(self, conn: Session, roles: list[Role]) -> list[Mapping[str, Any]]:
+        """Custom roles with their privileges and inherited roles, in one command."""
+        if not roles:
+            return []
+        command: SON[str, Any] = SON(
+            [("rolesInfo", [{"role": role, "db": db} for role, db in roles]), ("showPrivileges", True)]
+        )
+        try:
+            reply = conn.db.command(command)
+        except OperationFailure as exc:
+            raise PasswordChangeError(
+                f"{conn.dialect.name} refused rolesInfo: {_short(exc, '')}; the master needs the "
+                "viewRole action (userAdmin or userAdminAnyDatabase) on the database"
+            ) from None
+        except ConnectionFailure as exc:
+            raise DatabaseUnavailableError(f"{conn.dialect.name} went away: {_short(exc, '')}") from None
+        return [entry for entry in reply.get("roles", []) if isinstance(entry, Mapping)]
 
     # -- the user commands ------------------------------------------------------------------
     def set_password(self, conn: Session, username: str, password: str) -> None:
@@ -276,6 +399,41 @@ class DocumentDBRotator(DatabaseRotator[Session]):
                 f"{conn.dialect.name} went away during {verb} for {name!r}: {_short(exc, password)}; "
                 "retry the step"
             ) from None
+
+
+def _role_keys(roles: Iterable[Any]) -> list[Role]:
+    """`{role, db}` documents as pairs; anything else (a server's oddity) is left out."""
+    keys = []
+    for role in roles:
+        if (
+            isinstance(role, Mapping)
+            and isinstance(role.get("role"), str)
+            and isinstance(role.get("db"), str)
+        ):
+            keys.append((role["role"], role["db"]))
+    return keys
+
+
+def _roles_text(roles: Iterable[Role]) -> str:
+    return ", ".join(f"{role!r} on {db!r}" for role, db in sorted(roles))
+
+
+def _admin_privileges(entry: Mapping[str, Any]) -> list[str]:
+    """What a custom role's privileges may do that administers users or the server."""
+    found: set[str] = set()
+    for privilege in [*entry.get("privileges", []), *entry.get("inheritedPrivileges", [])]:
+        if not isinstance(privilege, Mapping):
+            continue
+        actions = {a for a in privilege.get("actions", []) if isinstance(a, str)}
+        found |= actions & ADMIN_ACTIONS
+        resource = privilege.get("resource")
+        if not isinstance(resource, Mapping) or not actions:
+            continue
+        if resource.get("anyResource"):
+            found.add("act on anyResource")
+        elif resource.get("collection") in _CREDENTIAL_COLLECTIONS:
+            found.add(f"act on {resource['collection']}")
+    return sorted(found)
 
 
 def _short(exc: PyMongoError, password: str) -> str:

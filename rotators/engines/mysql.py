@@ -13,10 +13,13 @@ import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pymysql
+from pymysql import _auth
 from pymysql.connections import Connection
+from pymysql.protocol import MysqlPacket
 
 from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError, ca_bundle, tls_mode
 from rotators.errors import (
@@ -40,9 +43,17 @@ ER_ACCESS_DENIED = 1045
 ER_PASSWORD_EXPIRED = 1862
 ER_SET_PASSWORD_AUTH_PLUGIN = 1699  # a warning: SET PASSWORD ignored (e.g. a unix_socket account)
 CLIENT_ERRORS = range(2000, 3000)  # CR_*: the connection failed, not the statement
+CR_AUTH_PLUGIN_ERR = 2061  # libmysqlclient's "Authentication requires secure connection"
 
 Account = tuple[str, str]  # (user, host) as in 'user'@'host'
 Statement = tuple[str, tuple[Any, ...] | None]
+# One privilege on one object: ("SELECT", None, ("shop", "*")), ("UPDATE", "id", ("shop", "orders")),
+# ("ROLE", "`reader`", ("", "")) for a role grant; objects other than db.table keep their words.
+Atom = tuple[str, str | None, tuple[str, str]]
+ALL = "ALL PRIVILEGES"
+# Global privileges an application user may hold without administering the server.
+_HARMLESS_GLOBAL = {"USAGE", "SHOW DATABASES", "SHOW VIEW", "EXECUTE", "LOCK TABLES", "REPLICATION CLIENT",
+                    "BINLOG MONITOR", "SLAVE MONITOR", "REPLICA MONITOR"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,40 @@ class Grant:
     def is_default_role(self) -> bool:
         return self._head_words[0] == "SET"
 
+    @property
+    def atoms(self) -> set[Atom]:
+        """The single privileges this line grants, for comparing what two accounts may do."""
+        words = [w.group() for w in _words(self.head)]
+        if not words or words[0].upper() != "GRANT":
+            return set()  # SET DEFAULT ROLE grants nothing
+        upper = [w.upper() for w in words]
+        on = upper.index("ON") if "ON" in upper else len(words)
+        target = _object(words[on + 1 :])
+        names: list[tuple[str, list[str]]] = [("", [])]
+        in_columns = False
+        for word in words[1:on]:
+            if word in "()":
+                in_columns = word == "("
+            elif word == ",":
+                if not in_columns:
+                    names.append(("", []))
+            elif in_columns:
+                names[-1][1].append(_unquote(word))
+            else:  # privilege names are words apart; a role is `name`@`host`, written together
+                space = " " if on < len(words) else ""
+                names[-1] = ((names[-1][0] + space + word).strip(), names[-1][1])
+        found: set[Atom] = set()
+        for name, columns in names:
+            privilege = name.upper() if on < len(words) else "ROLE"
+            item = None if on < len(words) else name
+            if privilege == "ALL":
+                privilege = ALL
+            parts: list[str | None] = [*columns] or [item]
+            found.update((privilege, part, target) for part in parts)
+        if re.search(r"\b(GRANT|ADMIN) OPTION\b", self.tail, re.I):
+            found.add(("GRANT OPTION", None, target))
+        return {atom for atom in found if atom[0] != "USAGE"}
+
     def undo(self, account: str) -> str | None:
         """Take back what REVOKE ALL PRIVILEGES, GRANT OPTION may leave: default roles, roles
         (MariaDB revokes them with ALL, so they go first) and proxy grants."""
@@ -254,6 +299,54 @@ class Grant:
         if self.is_default_role:
             return f"SET DEFAULT ROLE NONE FOR {account}"
         return None
+
+
+def _object(words: Sequence[str]) -> tuple[str, str]:
+    """`shop`.* -> ("shop", "*"); a PROCEDURE or PROXY object keeps its words."""
+    if len(words) == 3 and words[1] == ".":
+        return (_unquote(words[0]), _unquote(words[2]))
+    return (" ".join(words), "")
+
+
+def _covers(held: set[Atom], atom: Atom) -> bool:
+    """Whether `held` grants `atom`: ALL PRIVILEGES holds every privilege but GRANT OPTION, a
+    database or global grant holds its tables, a table grant holds its columns."""
+    privilege, column, (db, table) = atom
+    for have, have_column, (have_db, have_table) in held:
+        if have != privilege and not (have == ALL and privilege not in ("GRANT OPTION", "ROLE")):
+            continue
+        if have_column is not None and have_column != column:
+            continue
+        if (have_db, have_table) == (db, table) or have_db == "*" or (have_db == db and have_table == "*"):
+            return True
+    return False
+
+
+def beyond(held: Privileges, other: Privileges) -> list[str]:
+    """What `held` grants that `other` does not, in words."""
+    theirs = set().union(*(grant.atoms for grant in other.grants))
+    mine = set().union(*(grant.atoms for grant in held.grants))
+    return sorted({_atom_text(atom) for atom in mine if not _covers(theirs, atom)})
+
+
+def administrative(privileges: Privileges) -> list[str]:
+    """Grants that administer the server: global ones (beyond monitoring), anything but SELECT on
+    the `mysql` schema (its tables hold every account), PROXY, and GRANT OPTION on *.*."""
+    found = set()
+    for privilege, column, (db, table) in set().union(*(grant.atoms for grant in privileges.grants)):
+        if (db == "*" and privilege not in _HARMLESS_GLOBAL) or (db == "mysql" and privilege != "SELECT"):
+            found.add(_atom_text((privilege, column, (db, table))))
+        elif privilege == "PROXY":
+            found.add("PROXY")
+    return sorted(found)
+
+
+def _atom_text(atom: Atom) -> str:
+    privilege, column, (db, table) = atom
+    if privilege == "ROLE":
+        return f"role {column}"
+    where = f"{db}.{table}" if table else db
+    return f"{privilege}{f' ({column})' if column else ''} ON {where}"
 
 
 def account_options(create_user: str, server: Server) -> str:
@@ -325,7 +418,15 @@ class MySQLRotator(DatabaseRotator[Session]):
                 charset="utf8mb4",
                 program_name="rotators",
                 **self.tls_options(secret),
+                **self.auth_options(secret),
             )
+        except UnsafeAuthError as exc:
+            raise LoginError(
+                f"Did not log in as {username!r} at {secret.host}:{secret.port}: {_message(exc)}, which "
+                "would hand the password to whoever answers on that address. Without TLS the rotator "
+                "answers only mysql_native_password, client_ed25519 and caching_sha2_password's fast "
+                'path: use TLS (drop "ssl": false), or give the account one of those plugins'
+            ) from None
         except pymysql.MySQLError as exc:
             code, message = _code(exc), redact(_message(exc), [password])
             if code == ER_ACCESS_DENIED:
@@ -363,6 +464,16 @@ class MySQLRotator(DatabaseRotator[Session]):
         if mode == "require":
             context.verify_mode = ssl.CERT_NONE
         return {"ssl": context}
+
+    @staticmethod
+    def auth_options(secret: DatabaseSecret) -> dict[str, Any]:
+        """Without TLS, the password methods that would give it away are refused (see
+        UNSAFE_WITHOUT_TLS). Over TLS PyMySQL answers as it always did: a verified server is the
+        real one, and `require` is the secret's choice of an unverified one."""
+        if tls_mode(secret) is not None:
+            return {}
+        refused = {name: partial(_RefusedPlugin, name) for name in UNSAFE_WITHOUT_TLS}
+        return {"auth_plugin_map": {**refused, "caching_sha2_password": _ScrambleOnly}}
 
     # -- createSecret: a clone name the server cannot hold fails before anything changes ----
     def check_username(self, username: str, *, current: DatabaseSecret) -> None:
@@ -435,6 +546,29 @@ class MySQLRotator(DatabaseRotator[Session]):
         if wanted.default_roles:
             statements.append(f"SET DEFAULT ROLE {', '.join(wanted.default_roles)} TO {target}")
         return statements
+
+    # -- the master's safety rules -----------------------------------------------------------
+    def user_key(self, username: str, secret: DatabaseSecret) -> str:
+        """Account names compare with trailing spaces ignored (a PAD SPACE collation)."""
+        return username.rstrip(" ")
+
+    def admin_power(self, conn: Session, username: str) -> list[str]:
+        found = administrative(self._privileges(conn, (username, self._host_of(conn, username))))
+        return [f"{username!r} holds {', '.join(found)}"] if found else []
+
+    def clone_mismatch(self, conn: Session, source: str, clone: str) -> list[str]:
+        """An existing clone (at the source's host) may hold only what the source holds: missing
+        grants are added on every rotation, extra ones are never taken over."""
+        host = self._host_of(conn, source)
+        if not self._rows(conn, "SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", (clone, host)):
+            return []
+        extra = beyond(self._privileges(conn, (clone, host)), self._privileges(conn, (source, host)))
+        return [f"{clone!r} holds what {source!r} does not: {', '.join(extra)}"] if extra else []
+
+    def clone_lacks(self, conn: Session, source: str, clone: str) -> list[str]:
+        wanted = self._privileges(conn, (source, self._host_of(conn, source)))
+        missing = beyond(wanted, self._privileges(conn, (clone, self._host_of(conn, clone))))
+        return [f"{clone!r} lacks what {source!r} holds: {', '.join(missing)}"] if missing else []
 
     # -- testSecret -------------------------------------------------------------------------
     def probe(self, conn: Session, username: str) -> None:
@@ -536,6 +670,53 @@ class MySQLRotator(DatabaseRotator[Session]):
                 f"{conn.server} ignored the new password: the account authenticates with a plugin "
                 "that takes no password (e.g. unix_socket); give it mysql_native_password or ed25519"
             )
+
+
+# -- password methods without TLS ------------------------------------------------------------
+# What an impostor on the server's address could ask for to learn the password: mysql_clear_password
+# and dialog (PAM) send it as typed; sha256_password encrypts it with a public key the server
+# itself sends (an impostor sends its own, and PyMySQL takes a key sent even when one was
+# configured); mysql_old_password's scramble gives away a password equivalent.
+UNSAFE_WITHOUT_TLS = ("mysql_clear_password", "dialog", "sha256_password", "mysql_old_password")
+_FULL_AUTH = b"\x04"  # caching_sha2_password: the server's cache missed, send the password itself
+
+
+class UnsafeAuthError(pymysql.err.OperationalError):
+    """The server asked, without TLS, for a password method the rotator does not answer."""
+
+
+class _RefusedPlugin:
+    """An auth_plugin_map entry that answers nothing: PyMySQL calls it before writing a byte."""
+
+    def __init__(self, plugin: str, conn: Connection[Any]) -> None:
+        self.plugin = plugin
+
+    def authenticate(self, pkt: MysqlPacket) -> MysqlPacket:
+        raise UnsafeAuthError(CR_AUTH_PLUGIN_ERR, f"the server asked for {self.plugin} without TLS")
+
+
+class _ScrambleOnly:
+    """caching_sha2_password without TLS: its fast path, a scramble, and no more. Its full
+    authentication encrypts the password with a public key fetched from the server, which an
+    impostor makes; MySQL's own client refuses that too unless told --get-server-public-key."""
+
+    def __init__(self, conn: Connection[Any]) -> None:
+        self.conn = conn
+
+    def authenticate(self, pkt: MysqlPacket) -> MysqlPacket | None:
+        conn = self.conn
+        if pkt.is_auth_switch_request() and conn.password:  # the fast path, as PyMySQL tries it
+            nonce = bytes(pkt.read_all()).removesuffix(b"\0")  # type: ignore[no-untyped-call]
+            conn.write_packet(_auth.scramble_caching_sha2(conn.password, nonce))
+            pkt = conn._read_packet()  # type: ignore[no-untyped-call]
+            pkt.check_error()
+        if pkt.is_extra_auth_data() and pkt.get_bytes(1) == _FULL_AUTH:
+            raise UnsafeAuthError(
+                CR_AUTH_PLUGIN_ERR,
+                "the server asked for caching_sha2_password's full authentication (the password "
+                "encrypted with a public key the server sends) without TLS",
+            )
+        return _auth.caching_sha2_password_auth(conn, pkt)
 
 
 def _account_text(account: Account) -> str:

@@ -72,6 +72,41 @@ _COL_PRIVS = (
     "SELECT grantee, owner, table_name, column_name, privilege, grantable FROM dba_col_privs "
     "WHERE grantee IN (:source, :clone)"
 )
+# Every role a user holds, directly or through other roles, and every system privilege of the
+# user and of those roles: (kind, role or privilege, admin option, the grantee that holds it).
+ADMIN_POWER_SQL = """WITH held_roles AS (
+  SELECT DISTINCT grantee, granted_role, admin_option FROM dba_role_privs
+  START WITH grantee = :name CONNECT BY NOCYCLE PRIOR granted_role = grantee
+)
+SELECT 'ROLE', granted_role, admin_option, grantee FROM held_roles
+UNION ALL
+SELECT 'PRIVILEGE', privilege, admin_option, grantee FROM dba_sys_privs
+WHERE grantee = :grantee OR grantee IN (SELECT granted_role FROM held_roles)"""
+# What a user has besides grants: administrative privileges (only in the password file), proxy
+# rights to log in as other users, and objects of its own. Rows: (kind, what).
+ACCOUNT_SQL = """SELECT 'ADMINISTRATIVE', privilege FROM v$pwfile_users
+UNPIVOT (held FOR privilege IN (sysdba AS 'SYSDBA', sysoper AS 'SYSOPER', sysasm AS 'SYSASM',
+  sysbackup AS 'SYSBACKUP', sysdg AS 'SYSDG', syskm AS 'SYSKM'))
+WHERE username = :name AND held = 'TRUE'
+UNION ALL
+SELECT 'PROXY', client FROM dba_proxies WHERE proxy = :proxy
+UNION ALL
+SELECT 'OBJECTS', TO_CHAR(COUNT(*)) FROM dba_objects WHERE owner = :owner HAVING COUNT(*) > 0"""
+# System privileges that administer users, grants or the server, or that run code with another
+# user's rights (a known way to all of those). Held WITH ADMIN OPTION, any privilege counts too.
+ADMIN_PRIVILEGES = frozenset({
+    "ALTER USER", "CREATE USER", "DROP USER", "BECOME USER", "INHERIT ANY PRIVILEGES",
+    "GRANT ANY PRIVILEGE", "GRANT ANY ROLE", "GRANT ANY OBJECT PRIVILEGE", "ALTER ANY ROLE",
+    "DROP ANY ROLE", "ALTER SYSTEM", "ALTER DATABASE", "ADMINISTER DATABASE TRIGGER",
+    "SYSDBA", "SYSOPER", "SYSASM", "SYSBACKUP", "SYSDG", "SYSKM", "SELECT ANY DICTIONARY",
+    "CREATE ANY PROCEDURE", "ALTER ANY PROCEDURE", "EXECUTE ANY PROCEDURE", "CREATE ANY TRIGGER",
+    "CREATE ANY JOB", "CREATE EXTERNAL JOB", "CREATE ANY DIRECTORY",
+})  # fmt: skip
+# Roles that administer the database (RDS_MASTER_ROLE only where RDS made it).
+ADMIN_ROLES = frozenset({
+    "DBA", "IMP_FULL_DATABASE", "EXP_FULL_DATABASE", "DATAPUMP_IMP_FULL_DATABASE",
+    "DATAPUMP_EXP_FULL_DATABASE", "RDS_MASTER_ROLE",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -369,6 +404,66 @@ class OracleRotator(DatabaseRotator[OracleSession]):
         if not row or row[0][0] != parse_name(username).stored or row[0][1] != 2:
             raise SecretTestError(f"The test query did not run as {username!r}")
 
+    # -- the master's safety rules ---------------------------------------------------------------
+    def user_key(self, username: str, secret: DatabaseSecret) -> str:
+        """Oracle's stored name: `admin`, `ADMIN` and `"ADMIN"` are one user."""
+        return parse_name(username).stored
+
+    def admin_power(self, conn: OracleSession, username: str) -> list[str]:
+        """Administrative roles and privileges, held directly or through roles (one hierarchical
+        query), anything WITH ADMIN OPTION, SYSDBA and the like, and proxy rights. What comes
+        through an administrative role is not listed again."""
+        name = parse_name(username).stored
+        rows = self._query(conn, ADMIN_POWER_SQL, name=name, grantee=name)
+        edges = [(grantee, role) for kind, role, _, grantee in rows if kind == "ROLE"]
+        named = {name}  # holders reached without passing through an administrative role
+        while grown := {r for g, r in edges if g in named and r not in ADMIN_ROLES} - named:
+            named |= grown
+        found = set()
+        for kind, what, admin, grantee in rows:
+            is_admin = admin == "YES" or what in (ADMIN_ROLES if kind == "ROLE" else ADMIN_PRIVILEGES)
+            if not is_admin or grantee not in named:  # else the administrative role names it
+                continue
+            text = f"role {what}" if kind == "ROLE" else str(what)
+            text += " WITH ADMIN OPTION" if admin == "YES" else ""
+            found.add(text + (f" (through role {grantee})" if grantee != name else ""))
+        found.update(self._account(conn, name)[0])
+        return [f"{username!r} holds {', '.join(sorted(found))}"] if found else []
+
+    def clone_mismatch(self, conn: OracleSession, source: str, clone: str) -> list[str]:
+        """The rotator's clone holds the source's grants and nothing else: no grant the source
+        lacks, no SYSDBA or proxy rights, no objects of its own."""
+        original, copy = parse_name(source).stored, parse_name(clone).stored
+        if not self._query(conn, "SELECT 1 FROM dba_users WHERE username = :name", name=copy):
+            return []
+        wanted, held = self._privileges(conn, original, copy)
+        extra = beyond(held, wanted)
+        powers, objects = self._account(conn, copy)
+        found = [f"{clone!r} holds what {source!r} does not: {', '.join(extra)}"] if extra else []
+        found += [f"{clone!r} holds {', '.join(powers)}, which the rotator never grants"] if powers else []
+        return found + ([f"{clone!r} owns {objects} objects"] if objects else [])
+
+    def clone_lacks(self, conn: OracleSession, source: str, clone: str) -> list[str]:
+        """Compared as grants (and SYSDBA, proxy rights), not as objects: the clone owns none."""
+        original, copy = parse_name(source).stored, parse_name(clone).stored
+        wanted, held = self._privileges(conn, original, copy)
+        missing = beyond(wanted, held)
+        powers = self._account(conn, copy)[0]
+        missing += [power for power in self._account(conn, original)[0] if power not in powers]
+        return [f"{clone!r} lacks what {source!r} holds: {', '.join(missing)}"] if missing else []
+
+    def _account(self, conn: OracleSession, stored: str) -> tuple[list[str], int]:
+        """SYSDBA and the like and proxy rights of one user, in words; how many objects it owns."""
+        powers, objects = [], 0
+        for kind, what in self._query(conn, ACCOUNT_SQL, name=stored, proxy=stored, owner=stored):
+            if kind == "ADMINISTRATIVE":
+                powers.append(str(what).strip())  # UNPIVOT's labels may come padded as CHAR
+            elif kind == "PROXY":
+                powers.append(f"proxy rights for {what!r}")
+            else:
+                objects = int(what)
+        return sorted(powers), objects
+
     # -- the clone's grants --------------------------------------------------------------------
     def _privileges(self, conn: OracleSession, source: str, clone: str) -> tuple[Privileges, Privileges]:
         found = {source: Privileges(), clone: Privileges()}
@@ -447,9 +542,13 @@ class OracleRotator(DatabaseRotator[OracleSession]):
                 cursor.execute(statement, binds)
                 return list(cursor.fetchall())
         except oracledb.Error as exc:
+            subqueries = set(re.findall(r"\bWITH (\w+) AS", statement))
+            views = ", ".join(
+                v for v in dict.fromkeys(re.findall(r"\bFROM ([\w$]+)", statement)) if v not in subqueries
+            )
             raise PasswordChangeError(
-                f"Oracle refused {statement.split(' WHERE', maxsplit=1)[0]}: {_message(exc, [])}; "
-                "the master user needs SELECT on the DBA_ views (SELECT_CATALOG_ROLE)"
+                f"Oracle refused a query of {views}: {_message(exc, [])}; the master user needs SELECT "
+                "on the DBA_ views and V$PWFILE_USERS (SELECT_CATALOG_ROLE)"
             ) from None
 
     @staticmethod
@@ -475,6 +574,34 @@ def _message(exc: Exception, secrets: list[str]) -> str:
     """The driver's words on one line, without its "Help:" link, and never a password."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("Help:")]
     return redact(" ".join(lines), secrets)
+
+
+def beyond(held: Privileges, other: Privileges) -> list[str]:
+    """What `held` grants that `other` does not, in words. A grant WITH ADMIN/GRANT OPTION covers
+    the same grant without it; a table-wide object privilege covers its columns."""
+    granted = {(g.what, g.on, g.admin) for g in other.grants}
+    with_option = {(g.what, g.on, g.admin) for g in other.grants if g.option}
+    found = [
+        _grant_text(g)
+        for g in sorted(held.grants, key=_order)
+        if (g.what, g.on, g.admin) not in (with_option if g.option else granted)
+    ]
+    for (what, on), columns in sorted(held.columns.items()):
+        theirs = other.columns.get((what, on), set())
+        for column, grantable in sorted(columns):
+            table_wide = (what, on, False) in (with_option if grantable else granted)
+            if table_wide or (column, True) in theirs or (column, grantable) in theirs:
+                continue
+            found.append(f"{what} ({quote(column)}) ON {on}" + (" WITH GRANT OPTION" if grantable else ""))
+    return found
+
+
+def _grant_text(grant: Grant) -> str:
+    text = f"role {grant.what[1:-1]}" if grant.what.startswith('"') else grant.what
+    text += f" ON {grant.on}" if grant.on else ""
+    if grant.option:
+        text += " WITH ADMIN OPTION" if grant.admin else " WITH GRANT OPTION"
+    return text
 
 
 def _order(grant: Grant) -> tuple[int, str, str, bool]:

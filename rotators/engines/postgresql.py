@@ -14,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError, ca_bundle, tls_mode
 from rotators.errors import (
     DatabaseUnavailableError,
+    LoginError,
     PasswordChangeError,
     SecretTestError,
     redact,
@@ -21,6 +22,31 @@ from rotators.errors import (
 
 # libpq reports these when the server itself refused the login (not a network or TLS fault).
 _REFUSED = ("password authentication failed", "no pg_hba.conf entry")
+# libpq's words when a server asked for a password method that `require_auth` rules out.
+_METHOD_REFUSED = "authentication method requirement"
+REQUIRE_AUTH_LIBPQ = 160000  # the first libpq that takes `require_auth`
+
+# Roles whose members administer the server: RDS's, and PostgreSQL's file and program access.
+ADMIN_ROLES = ["rds_superuser", "pg_execute_server_program", "pg_read_server_files", "pg_write_server_files"]
+_ATTRIBUTES = ("SUPERUSER", "CREATEROLE", "REPLICATION", "BYPASSRLS")
+# Every role `%s` is a member of (itself included) that has an administrative attribute or name.
+_ADMIN_POWER = """
+SELECT r.rolname, r.rolname = u.rolname, r.rolsuper, r.rolcreaterole, r.rolreplication, r.rolbypassrls
+FROM pg_roles u JOIN pg_roles r ON pg_has_role(u.oid, r.oid, 'MEMBER')
+WHERE u.rolname = %s
+  AND (r.rolsuper OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls OR r.rolname = ANY(%s))
+ORDER BY 1
+"""
+_CLONE = (
+    "SELECT oid, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+    "FROM pg_roles WHERE rolname = %s"
+)
+_MEMBERSHIPS = (
+    "SELECT r.rolname, bool_or(m.admin_option) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+    "WHERE m.member = %s GROUP BY 1 ORDER BY 1"
+)
+# Objects in any database that the role owns or holds privileges on (pg_shdepend is cluster-wide).
+_DEPENDENTS = "SELECT count(*) FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid = %s"
 
 
 class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
@@ -44,12 +70,20 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
                 connect_timeout=os.environ.get("DB_CONNECT_TIMEOUT", "5"),
                 application_name="rotators",
                 **self.tls_options(secret),
+                **self.auth_options(secret),
             )
             conn = psycopg.connect(conninfo, autocommit=True)
         except psycopg.OperationalError as exc:
             message = redact(str(exc), [password])
             if any(marker in message for marker in _REFUSED):
                 raise LoginRefusedError(f"PostgreSQL refused the login of {username!r}") from None
+            if _METHOD_REFUSED in message:
+                raise LoginError(
+                    f"Did not log in as {username!r} at {secret.host}:{secret.port}: {message.strip()}. "
+                    "The rotator sends a password by SCRAM only (md5 too over TLS), never in clear, so "
+                    "that whoever answers on the server's address cannot learn it: use scram-sha-256 in "
+                    "pg_hba.conf, or TLS for md5"
+                ) from None
             raise DatabaseUnavailableError(
                 f"Cannot connect to PostgreSQL at {secret.host}:{secret.port}: {message.strip()}"
             ) from None
@@ -66,6 +100,26 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         if mode.startswith("verify"):
             options["sslrootcert"] = ca_bundle(secret) or "system"
         return options
+
+    @staticmethod
+    def auth_options(secret: DatabaseSecret) -> dict[str, str]:
+        """The password methods libpq may answer (`require_auth`): SCRAM, whose exchange tells a
+        listener nothing it can log in with; md5 also over TLS; never the clear password. So an
+        impostor on the server's address, which can refuse TLS or ask for anything, gets no
+        password. A libpq older than 16 cannot refuse a method: it logs in only to a server whose
+        certificate it verifies (verify-ca, verify-full), the one protection left."""
+        mode = tls_mode(secret)
+        version = psycopg.pq.version()
+        if version >= REQUIRE_AUTH_LIBPQ:
+            return {"require_auth": "scram-sha-256" if mode is None else "scram-sha-256,md5"}
+        if mode is None or not mode.startswith("verify"):
+            raise LoginError(
+                f"The libpq this rotator runs with ({version // 10000}) cannot refuse a server that asks "
+                "for the clear password, so it logs in only over verified TLS (sslmode verify-ca or "
+                f"verify-full), not {mode or 'plaintext'!r}: deploy psycopg[binary] (libpq 16 or later) "
+                "or verify the server's certificate"
+            )
+        return {}
 
     def transport(self, conn: psycopg.Connection[Any], secret: DatabaseSecret) -> str:
         if not conn.pgconn.ssl_in_use:
@@ -120,6 +174,50 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             verb, sql.Identifier(clone), self._verifier(conn, clone, password)
         )
         self._execute(conn, [create, *statements], password)
+
+    # -- the master's safety rules ---------------------------------------------------------
+    def admin_power(self, conn: psycopg.Connection[Any], username: str) -> list[str]:
+        with self._refused_as_change_error(""):
+            rows = conn.execute(_ADMIN_POWER, [username, ADMIN_ROLES]).fetchall()
+        found = []
+        for role, itself, *flags in rows:
+            attributes = ", ".join(a for a, flag in zip(_ATTRIBUTES, flags, strict=True) if flag)
+            holder = f"{username!r} is" if itself else f"{username!r} is a member of {role!r}, which is"
+            found.append(f"{holder} {attributes or 'an administrative role'}")
+        return found
+
+    def clone_mismatch(self, conn: psycopg.Connection[Any], source: str, clone: str) -> list[str]:
+        """What the rotator makes (and AWS's multi-user function too): a LOGIN role that is a member
+        of the source and nothing else: no attribute, no other role, no object of its own."""
+        with self._refused_as_change_error(""):
+            row = conn.execute(_CLONE, [clone]).fetchone()
+            if row is None:
+                return []
+            oid, *flags = row
+            memberships = dict(conn.execute(_MEMBERSHIPS, [oid]).fetchall())
+            (dependents,) = conn.execute(_DEPENDENTS, [oid]).fetchone() or (0,)
+        attributes = ("SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS")
+        found = [f"{clone!r} is {a}" for a, flag in zip(attributes, flags, strict=True) if flag]
+        if source not in memberships:
+            found.append(f"{clone!r} exists but is not a member of {source!r}")
+        elif memberships[source]:
+            found.append(f"{clone!r} holds ADMIN OPTION on {source!r}")
+        found += [f"{clone!r} is a member of {role!r}" for role in memberships if role != source]
+        if dependents:
+            found.append(f"{clone!r} owns or holds privileges on {dependents} objects")
+        return found
+
+    def clone_lacks(self, conn: psycopg.Connection[Any], source: str, clone: str) -> list[str]:
+        """A member of the source can SET ROLE to it, and so do all it can."""
+        with self._refused_as_change_error(""):
+            row = conn.execute(
+                "SELECT pg_has_role(c.oid, s.oid, 'MEMBER') FROM pg_roles s, pg_roles c "
+                "WHERE s.rolname = %s AND c.rolname = %s",
+                [source, clone],
+            ).fetchone()
+        if row is None:
+            return [f"{source!r} or {clone!r} does not exist"]
+        return [] if row[0] else [f"{clone!r} is not a member of {source!r}"]
 
     def probe(self, conn: psycopg.Connection[Any], username: str) -> None:
         try:

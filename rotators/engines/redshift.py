@@ -6,19 +6,26 @@ privileges, so the clone gets the original's groups, RBAC roles and object privi
 redshift-connector has no identifier quoting of its own: names are quoted by the server's
 `quote_ident()`, and passwords are literals only after they passed Redshift's password rules,
 which exclude every character that could end or escape one.
+
+Logins go through `GuardedConnection`, redshift-connector's own connection with one change: it
+never answers a server's request for the password in clear text on a connection without TLS
+(the driver has no option to refuse it). MD5 (salted hash) and Redshift's SHA-256 digest are
+still answered over plaintext when the secret turns TLS off: neither sends the password itself.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import string
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
-import redshift_connector
 from redshift_connector.core import Connection
+from redshift_connector.cursor import Cursor
 from redshift_connector.error import Error as DriverError
 from redshift_connector.error import InterfaceError
 
@@ -75,6 +82,48 @@ GROUPS = (
 )
 # Redshift only (RBAC, 2022): vanilla PostgreSQL has neither the view nor GRANT ROLE.
 ROLES = "SELECT quote_ident(role_name), admin_option FROM svv_user_grants WHERE user_name = %s ORDER BY 1"
+# The user attributes that carry power, as both Redshift's and PostgreSQL's pg_user show them.
+# Redshift's CREATEUSER is its superuser.
+USER_FLAGS = "SELECT usesuper, usecreatedb FROM pg_user WHERE usename = %s"
+# Redshift only: what makes a role administrative. System roles that manage users or any schema
+# (sys:monitor and sys:operator only watch and vacuum), and roles holding a system privilege that
+# manages users, roles or other users' default privileges, or that bypasses row-level security.
+ADMIN_SYSTEM_ROLES = ("sys:superuser", "sys:secadmin", "sys:dba")
+ADMIN_PRIVILEGE_ROLES = """
+SELECT DISTINCT identity_name FROM svv_system_privileges
+WHERE identity_type = 'role' AND system_privilege IN ('CREATE USER', 'ALTER USER', 'DROP USER',
+  'CREATE ROLE', 'DROP ROLE', 'ALTER DEFAULT PRIVILEGES', 'IGNORE RLS')
+"""
+DIRECT_ROLES = "SELECT role_name FROM svv_user_grants WHERE user_name = %s"
+ROLE_GRANTS = "SELECT role_name, granted_role_name FROM svv_role_grants"
+_CLEARTEXT_PASSWORD = 3  # AuthenticationCleartextPassword in PostgreSQL's (and Redshift's) protocol
+_SHOWN = 8  # items named in a refusal; the rest are counted
+
+
+class CleartextPasswordRefusedError(DatabaseUnavailableError):
+    """The server asked for the password in clear text on a connection without TLS."""
+
+
+class _AskedForCleartext(Exception):
+    """Raised inside the driver's handshake; connect() turns it into the typed error."""
+
+
+class GuardedConnection(Connection):
+    """redshift-connector's connection, except that it does not send the password in clear text
+    over a connection without TLS: whoever answers on the host and port (an impostor, when the
+    secret turned TLS off) asks for it with one message, and the driver cannot be told to refuse.
+
+    Constructed directly: `redshift_connector.connect()` adds only IAM and identity-provider
+    logins, which the rotator does not use, and then calls this same constructor."""
+
+    def handle_AUTHENTICATION_REQUEST(self, data: bytes, cursor: Cursor) -> None:
+        (code,) = struct.unpack_from("!i", data)
+        if code == _CLEARTEXT_PASSWORD and not isinstance(self._usock, ssl.SSLSocket):
+            with suppress(OSError):
+                self._sock.close()  # the file over the socket holds it open too
+                self._usock.close()
+            raise _AskedForCleartext
+        super().handle_AUTHENTICATION_REQUEST(data, cursor)
 
 
 def password_problems(password: str) -> list[str]:
@@ -143,7 +192,7 @@ class RedshiftRotator(DatabaseRotator[Connection]):
         mode = tls_mode(secret)
         try:
             with _trusting(ca_bundle(secret) if mode else None):
-                conn = redshift_connector.connect(
+                conn = GuardedConnection(
                     host=secret.host,
                     port=secret.port,
                     database=secret.dbname,
@@ -155,6 +204,13 @@ class RedshiftRotator(DatabaseRotator[Connection]):
                     timeout=int(os.environ.get("DB_CONNECT_TIMEOUT", "5")),
                     application_name="rotators",
                 )
+        except _AskedForCleartext:
+            raise CleartextPasswordRefusedError(
+                f"Did not log in as {username!r} at {secret.host}:{secret.port}: the server asked for "
+                "the password in clear text on a connection without TLS, and nothing was sent. Check "
+                'what answers there, and turn TLS on: remove "ssl": false (or sslmode disable) from '
+                "the secret"
+            ) from None
         except DriverError as exc:
             state, message = _state(exc), redact(_message(exc), [password])
             if state in _REFUSED_STATES:
@@ -176,15 +232,18 @@ class RedshiftRotator(DatabaseRotator[Connection]):
         self._execute(conn, [f"ALTER USER {user} PASSWORD {literal}"], password)
 
     def clone_user(self, conn: Connection, source: str, clone: str, password: str) -> None:
-        """Create (or update) `clone` and give it what `source` has: its groups, its RBAC roles,
-        and every table, schema and database privilege it holds by any route. Only adds: a
+        """Create (or update) `clone` and give it what `source` has: CREATEDB, its groups, its RBAC
+        roles, and every table, schema and database privilege it holds by any route. Only adds: a
         privilege taken from the source later stays with the clone until revoked by hand. An
         existing clone's password changes last, so a failure leaves its old password working."""
         literal = password_literal(password)
         (user,) = self._idents(conn, clone)
-        exists = bool(self._rows(conn, "SELECT 1 FROM pg_user WHERE usename = %s", clone))
+        attributes = self._attributes(conn, clone)
+        exists = attributes is not None
         if not exists:
             self._execute(conn, [f"CREATE USER {user} PASSWORD {literal}"], password)
+        if "CREATEDB" in (self._attributes(conn, source) or set()) - (attributes or set()):
+            self._execute(conn, [f"ALTER USER {user} CREATEDB"], password)
         in_groups = set(self._column(conn, GROUPS, clone))
         memberships = [
             f"ALTER GROUP {group} ADD USER {user}"
@@ -211,6 +270,42 @@ class RedshiftRotator(DatabaseRotator[Connection]):
             f"{clone!r} {'updated' if exists else 'created'} with the groups, roles and privileges of "
             f"{source!r} ({len(memberships)} memberships, {len(grants)} grants added)"
         )
+
+    # -- the master's safety rules ------------------------------------------------------------
+    def user_key(self, username: str, secret: DatabaseSecret) -> str:
+        """Redshift folds user names to lower case (unless case-sensitive identifiers are on, when
+        this refuses more than it must): `Admin` is the master `admin`."""
+        return username.lower()
+
+    def admin_power(self, conn: Connection, username: str) -> list[str]:
+        """Superuser (which Redshift's CREATEUSER makes a user), and on Redshift the RBAC roles,
+        held directly or through other roles, that manage users, roles or every schema."""
+        found = []
+        if "SUPERUSER" in (self._attributes(conn, username) or set()):
+            found.append(f"{username!r} is a superuser (CREATEUSER)")
+        if self._is_redshift(conn):
+            roles = self._admin_roles(conn, username)
+            found += [f"{username!r} holds the administrative role {role!r}" for role in roles]
+        return found
+
+    def clone_mismatch(self, conn: Connection, source: str, clone: str) -> list[str]:
+        """What the rotator makes of the source: a user with its groups, roles, privileges and
+        CREATEDB, and nothing more. A clone with less is fine: clone_user adds what it lacks."""
+        held = self._attributes(conn, clone)
+        if held is None:
+            return []
+        extra = sorted(held - (self._attributes(conn, source) or set()))
+        extra += self._beyond(conn, clone, source)
+        return [f"{clone!r} holds what {source!r} does not: {_listed(extra)}"] if extra else []
+
+    def clone_lacks(self, conn: Connection, source: str, clone: str) -> list[str]:
+        """The clone holds a copy of what the source held when it was last refreshed; whatever the
+        source holds beyond it (including what was granted to the source since) is named."""
+        wanted, held = self._attributes(conn, source), self._attributes(conn, clone)
+        if wanted is None or held is None:
+            return [f"{source!r} or {clone!r} does not exist"]
+        missing = sorted(wanted - held) + self._beyond(conn, source, clone)
+        return [f"{clone!r} lacks what {source!r} holds: {_listed(missing)}"] if missing else []
 
     # -- testSecret -----------------------------------------------------------------------------
     def probe(self, conn: Connection, username: str) -> None:
@@ -244,6 +339,51 @@ class RedshiftRotator(DatabaseRotator[Connection]):
             for name, privileges in missing.items()
         ]
 
+    def _attributes(self, conn: Connection, username: str) -> set[str] | None:
+        """SUPERUSER and CREATEDB, as far as the user has them; None when there is no such user."""
+        rows = self._rows(conn, USER_FLAGS, username)
+        if not rows:
+            return None
+        return {name for name, flag in zip(("SUPERUSER", "CREATEDB"), rows[0], strict=True) if flag}
+
+    def _beyond(self, conn: Connection, holder: str, other: str) -> list[str]:
+        """What `holder` has that `other` does not, in words: groups, RBAC roles (with ADMIN
+        OPTION), and table, schema and database privileges held by any route."""
+        their_groups = set(self._column(conn, GROUPS, other))
+        found = [
+            f"group {group}" for group in self._column(conn, GROUPS, holder) if group not in their_groups
+        ]
+        if self._is_redshift(conn):
+            their_roles = {str(role): bool(admin) for role, admin in self._rows(conn, ROLES, other)}
+            found += [
+                f"role {role}" + (" WITH ADMIN OPTION" if admin else "")
+                for role, admin in self._rows(conn, ROLES, holder)
+                if role not in their_roles or (admin and not their_roles[role])
+            ]
+        for query, kind in (
+            (TABLE_PRIVILEGES, "TABLE"),
+            (SCHEMA_PRIVILEGES, "SCHEMA"),
+            (DATABASE_PRIVILEGES, "DATABASE"),
+        ):
+            found += [
+                f"{privilege} ON {kind} {name}" for name, privilege in self._rows(conn, query, holder, other)
+            ]
+        return found
+
+    def _admin_roles(self, conn: Connection, username: str) -> list[str]:
+        """The administrative roles among those `username` holds, following roles granted to roles."""
+        admin = set(ADMIN_SYSTEM_ROLES) | set(self._column(conn, ADMIN_PRIVILEGE_ROLES))
+        granted: dict[str, list[str]] = {}
+        for role, granted_role in self._rows(conn, ROLE_GRANTS):
+            granted.setdefault(str(role), []).append(str(granted_role))
+        held, todo = set(), self._column(conn, DIRECT_ROLES, username)
+        while todo:
+            role = todo.pop()
+            if role not in held:
+                held.add(role)
+                todo += granted.get(role, [])
+        return sorted(held & admin)
+
     def _idents(self, conn: Connection, *names: str) -> list[str]:
         """Identifiers quoted by the server's own quote_ident()."""
         row = self._rows(conn, "SELECT " + ", ".join(["quote_ident(%s)"] * len(names)), *names)[0]
@@ -276,6 +416,12 @@ class RedshiftRotator(DatabaseRotator[Connection]):
             raise _change_error(exc, password) from None
         finally:
             cursor.close()
+
+
+def _listed(items: Sequence[str]) -> str:
+    """The first few items, and how many more: a superuser clone holds every privilege there is."""
+    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return ", ".join(items[:_SHOWN]) + more
 
 
 @contextmanager

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from rotators.secrets import ROTATORS_TESTED
+
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
@@ -111,9 +113,14 @@ class LocalSecretsManager:
         )
         return token
 
-    def stages(self, secret_id: str) -> dict[str, list[str]]:
+    def stages(self, secret_id: str, *, marks: bool = False) -> dict[str, list[str]]:
+        """The labels of each labelled version; the rotator's own ROTATORS_TESTED mark only with `marks`."""
         found = self.client.describe_secret(SecretId=secret_id)
-        return {version: stages for version, stages in found["VersionIdsToStages"].items() if stages}
+        labelled = {
+            version: [s for s in stages if marks or s != ROTATORS_TESTED]
+            for version, stages in found["VersionIdsToStages"].items()
+        }
+        return {version: stages for version, stages in labelled.items() if stages}
 
     def value(self, secret_id: str, stage: str) -> dict[str, Any]:
         text = self.client.get_secret_value(SecretId=secret_id, VersionStage=stage)["SecretString"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rotators.engines.documentdb import handler
-from rotators.errors import PasswordChangeError, SecretNotFoundError, TargetMismatchError
+from rotators.errors import LoginError, PasswordChangeError, SecretNotFoundError, TargetMismatchError
 from rotators.local.secantus import SecantusServer
 from rotators.local.secretsmanager import LocalSecretsManager
 from tests.conftest import MongoAdmin, invoke, mongo_secret
@@ -158,7 +158,7 @@ def test_documentdb_dialect_alternates(
         assert mongo_admin.logs_in(expected, value["password"])
 
 
-def test_a_missing_original_fails_before_anything_is_created(
+def test_a_missing_original_does_not_log_in_and_nothing_is_created(
     mongo_sm: LocalSecretsManager,
     mongo_admin: MongoAdmin,
     mongo: SecantusServer,
@@ -171,7 +171,7 @@ def test_a_missing_original_fails_before_anything_is_created(
     token = mongo_sm.start_rotation(arn)
     invoke(handler, arn, token, "createSecret")
     labels = mongo_sm.stages(arn)
-    with pytest.raises(PasswordChangeError, match="no user"):
+    with pytest.raises(LoginError, match=f"does not log in as '{role_name}'"):
         invoke(handler, arn, token, "setSecret")
     assert mongo_sm.stages(arn) == labels
     assert mongo_admin.user(f"{role_name}_clone") is None

@@ -142,7 +142,7 @@ def test_rotate_runs_the_four_steps_with_a_fresh_token(
     for step in STEPS:
         assert f"{step:<13} ok" in out
     assert abandoned not in out, "a fresh token, not the abandoned rotation's"
-    assert "AWSCURRENT  <- this rotation" in out
+    assert "AWSCURRENT ROTATORS_TESTED  <- this rotation" in out, "tested, then made current"
     assert_rotated(local_sm, admin, secret, before)
 
 

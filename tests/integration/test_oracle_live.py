@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from rotators.engines.oracle import OracleRotator, handler
-from rotators.errors import LoginError
+from rotators.errors import LoginError, PrivilegeError, TargetMismatchError
 from rotators.local.secretsmanager import LocalSecretsManager
 from tests.conftest import Watched, invoke
 
@@ -154,9 +154,50 @@ def test_alternating_users_copy_and_refresh_the_grants(
     assert oracle.grants(f"{user}_CLONE") == oracle.grants(user)
 
     oracle.sql(f'REVOKE CREATE TABLE FROM "{user}"')
-    invoke(handler, arn, local_sm.start_rotation(arn))  # the original's turn
-    invoke(handler, arn, local_sm.start_rotation(arn))  # the clone's: its grants are refreshed
-    assert ("CREATE TABLE", "NO") not in oracle.grants(f"{user}_CLONE")
-    assert oracle.grants(f"{user}_CLONE") == oracle.grants(user)
+    invoke(handler, arn, local_sm.start_rotation(arn))  # the original's turn: the clone has more
+    original = local_sm.value(arn, "AWSCURRENT")
+    assert original["username"] == user
+
+    # The clone's turn: it now holds what the original lost, and is not taken over as it is.
+    with pytest.raises(PrivilegeError, match="CREATE TABLE"):
+        invoke(handler, arn, local_sm.start_rotation(arn))
+    assert local_sm.value(arn, "AWSCURRENT") == original
+    assert oracle.logs_in(clone["username"], clone["password"]), "the clone's password is unchanged"
+
+    oracle.sql(f'REVOKE CREATE TABLE FROM "{user}_CLONE"')  # the administrator's fix
+    invoke(handler, arn, local_sm.start_rotation(arn))
+    oracle.sql(f'GRANT CREATE VIEW TO "{user}"')  # gained while the clone is current ...
+    with pytest.raises(PrivilegeError, match="lacks what"):
+        invoke(handler, arn, local_sm.start_rotation(arn))  # ... so the clone is no proven copy
+    assert oracle.grants(f"{user}_CLONE") == oracle.grants(user) - {("CREATE VIEW", "NO")}
     current = local_sm.value(arn, "AWSCURRENT")
     assert oracle.logs_in(current["username"], current["password"])
+
+
+def test_the_master_and_administrative_users_are_refused(
+    local_sm: LocalSecretsManager, oracle: OracleAdmin, names: Callable[[str], str], leak_check: Watched
+) -> None:
+    """Issue 11 against a real dictionary: the master's own name in another spelling, and a
+    source holding DBA, are refused before any change; the master still logs in."""
+    user, first = names("DBA"), "Init-pass-9z"
+    leak_check.add(first)
+    make_user(oracle, user, first)
+    oracle.sql(f'GRANT DBA TO "{user}"')
+    master = local_sm.create_secret(f"{user}-master", oracle.value)
+    master_name = oracle.value["username"]
+    spelled = f'"{master_name.upper()}_clone"' if master_name.isalnum() else master_name
+    attacks = [
+        (spelled, "Guess-pass-1", TargetMismatchError),
+        (user.lower(), first, PrivilegeError),
+    ]
+    for number, (username, password, error) in enumerate(attacks):
+        arn = local_sm.create_secret(
+            f"{user}-attack-{number}",
+            {**oracle.value, "username": username, "password": password, "masterarn": master},
+        )
+        with pytest.raises(error):
+            invoke(handler, arn, local_sm.start_rotation(arn))
+        assert local_sm.value(arn, "AWSCURRENT")["password"] == password
+    assert oracle.logs_in(master_name, oracle.value["password"])
+    assert oracle.logs_in(user, first)
+    assert not oracle.sql("SELECT 1 FROM dba_users WHERE username = :u", u=f"{user}_CLONE")

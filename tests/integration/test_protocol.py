@@ -97,8 +97,8 @@ def test_api_calls_and_logins_per_step(
     local_sm: LocalSecretsManager, secret: str, monkeypatch: pytest.MonkeyPatch, container: str
 ) -> None:
     """The common path is cheap: one DescribeSecret per invocation, no version read twice in a
-    warm container (10 calls per rotation), and a single-user setSecret logs in once, with
-    AWSCURRENT, instead of trying a doomed login first."""
+    warm container (12 calls per rotation, two of them for the master-safety checks), and a
+    single-user setSecret logs in once, with AWSCURRENT, instead of trying a doomed login first."""
     from rotators.engines.postgresql import PostgreSQLRotator
     from rotators.secrets import SecretStore
 
@@ -132,7 +132,9 @@ def test_api_calls_and_logins_per_step(
             "GetRandomPassword",
             "PutSecretValue",
         ],
-        "setSecret": ["DescribeSecret", *reads, user],
-        "testSecret": ["DescribeSecret", *reads[:1], user],
+        # The second DescribeSecret: right before the change, is this token still AWSPENDING?
+        "setSecret": ["DescribeSecret", *reads, "DescribeSecret", user],
+        # testSecret labels the version it tested (ROTATORS_TESTED), for finishSecret to read.
+        "testSecret": ["DescribeSecret", *reads[:1], "UpdateSecretVersionStage", user],
         "finishSecret": ["DescribeSecret", "UpdateSecretVersionStage", "UpdateSecretVersionStage"],
     }

@@ -18,7 +18,10 @@ wherever the SQL is common. What only a real Redshift confirms, and these tests 
 - Redshift's answers to the catalog queries (pg_group/grolist with `= ANY(...)`, pg_user,
   has_table_privilege/has_schema_privilege/has_database_privilege with a user name and a
   'schema.table' string, `left()`, `quote_ident()` on the leader node) and its acceptance of
-  `ALTER GROUP ... ADD USER` and `GRANT ... ON TABLE/SCHEMA/DATABASE` from a superuser.
+  `ALTER GROUP ... ADD USER` and `GRANT ... ON TABLE/SCHEMA/DATABASE` from a superuser;
+- the master's safety checks read from Redshift alone: pg_user's usesuper/usecreatedb, and the
+  RBAC views svv_user_grants, svv_role_grants and svv_system_privileges (administrative roles,
+  held directly or through other roles; a pre-existing clone with a role the original lacks).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pytest
 
 from rotators.engines.redshift import RedshiftRotator, handler
-from rotators.errors import LoginError
+from rotators.errors import LoginError, PrivilegeError
 from rotators.local.secretsmanager import LocalSecretsManager
 from tests.conftest import invoke
 
@@ -157,3 +160,47 @@ def test_alternating_users_on_a_real_cluster(
     invoke(handler, arn, local_sm.start_rotation(arn))
     assert local_sm.value(arn, "AWSCURRENT")["username"] == name
     assert live.logs_in(clone, current["password"]), "the clone keeps working"
+
+
+def test_administrative_rbac_roles_and_a_clone_with_more_roles_are_refused_on_a_real_cluster(
+    live: LiveCluster, local_sm: LocalSecretsManager, new_password: Callable[[], str]
+) -> None:
+    """A user that holds CREATE USER through a role granted to its role is refused; so is a
+    pre-existing clone that holds a role its original lacks. Nothing is created or changed."""
+    tag = uuid.uuid4().hex[:8]
+    boss, team, admins, app, extra = (
+        f"rot_{tag}",
+        f"rot_t_{tag}",
+        f"rot_a_{tag}",
+        f"rot_p_{tag}",
+        f"rot_x_{tag}",
+    )
+    boss_password, app_password, clone_password = new_password(), new_password(), new_password()
+    live.made += [f"DROP USER IF EXISTS {name}" for name in (boss, f"{boss}_clone", app, f"{app}_clone")]
+    for role in (team, admins, extra):
+        live.sql(f"CREATE ROLE {role}")
+        live.made.append(f"DROP ROLE {role} FORCE")
+    live.sql(f"GRANT CREATE USER TO ROLE {admins}")
+    live.sql(f"GRANT ROLE {admins} TO ROLE {team}")
+    live.sql(f"CREATE USER {boss} PASSWORD '{boss_password}'")
+    live.sql(f"GRANT ROLE {team} TO {boss}")
+    live.sql(f"CREATE USER {app} PASSWORD '{app_password}'")
+    live.sql(f"CREATE USER {app}_clone PASSWORD '{clone_password}'")
+    live.sql(f"GRANT ROLE {extra} TO {app}_clone")
+    master = local_sm.create_secret(f"master-{tag}", live.admin)
+
+    for name, password, refusal in (
+        (boss, boss_password, f"administrative role '{admins}'"),
+        (app, app_password, f"'{app}_clone' holds what '{app}' does not: role {extra}"),
+    ):
+        arn = local_sm.create_secret(
+            name, {**live.admin, "username": name, "password": password, "masterarn": master}
+        )
+        token = local_sm.start_rotation(arn)
+        invoke(handler, arn, token, "createSecret")
+        with pytest.raises(PrivilegeError, match=refusal):
+            invoke(handler, arn, token, "setSecret")
+        assert live.logs_in(name, password)
+    assert live.sql("SELECT count(*) FROM pg_user WHERE usename = %s", f"{boss}_clone") == [[0]]
+    assert live.logs_in(f"{app}_clone", clone_password), "the clone's password is unchanged"
+    assert live.logs_in(live.admin["username"], live.admin["password"])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rotators.database import DatabaseSecret, TlsSettings, other_user, parse_database_secret
+from rotators.database import DatabaseSecret, TlsSettings, other_user, parse_database_secret, weaker_tls
 from rotators.errors import SecretFormatError
 
 PASSWORD = "S3cr3t-Value-xyz"
@@ -152,3 +152,34 @@ def test_other_user(name: str, partner: str) -> None:
 @pytest.mark.parametrize("name", ["app", "_clone", "App-User"])
 def test_other_user_alternates(name: str) -> None:
     assert other_user(other_user(name)) == name
+
+
+@pytest.mark.parametrize(
+    ("pending", "current", "weaker"),
+    [
+        ({"ssl": False}, {}, True),
+        ({"sslmode": "disable"}, {}, True),
+        ({"sslmode": "require"}, {}, True),
+        ({"sslmode": "verify-ca"}, {"sslmode": "verify-full"}, True),
+        ({"sslrootcert": "/tmp/impostor.pem"}, {"sslrootcert": "/opt/rds.pem"}, True),
+        ({"sslrootcert": "system"}, {"sslrootcert": "/opt/rds.pem"}, True),
+        ({}, {}, False),
+        ({"sslmode": "verify-full"}, {"sslmode": "require"}, False),
+        ({"sslmode": "require", "sslrootcert": "/tmp/other.pem"}, {"sslmode": "require"}, False),
+        ({}, {"ssl": False}, False),
+    ],
+)
+def test_weaker_tls(
+    pending: dict[str, Any], current: dict[str, Any], weaker: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending version may not lower the mode, nor verify against another CA bundle."""
+    monkeypatch.delenv("ROTATORS_SSLMODE", raising=False)
+    monkeypatch.delenv("ROTATORS_CA_BUNDLE", raising=False)
+    assert weaker_tls(parse(text(**pending)), parse(text(**current))) is weaker
+
+
+def test_the_privileged_opt_in_is_a_strict_boolean() -> None:
+    assert parse(text()).allow_privileged is False
+    assert parse(text(allow_privileged_user=True)).allow_privileged is True
+    with pytest.raises(SecretFormatError, match="allow_privileged_user"):
+        parse(text(allow_privileged_user="maybe"))

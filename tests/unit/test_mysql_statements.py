@@ -32,11 +32,12 @@ from rotators.errors import (
     DatabaseUnavailableError,
     LoginError,
     PasswordChangeError,
+    PrivilegeError,
     SecretFormatError,
     SecretTestError,
 )
 from rotators.rotation import RotationContext, RotationEvent, Step
-from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
+from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
 
 NEW = "New-Pass'word-2"
 NEW_LITERAL = "'New-Pass\\'word-2'"
@@ -317,21 +318,45 @@ class FakeSecretsManager:
     def get_random_password(self, **policy: Any) -> Any:
         return {"RandomPassword": NEW}
 
+    def describe_secret(self, *, SecretId: str) -> Any:
+        """setSecret's last look before the change: the token still holds AWSPENDING."""
+        stages = {"v1": [AWSCURRENT], "v2": [AWSPENDING]}
+        return {
+            "ARN": f"arn:{SecretId}",
+            "Name": SecretId,
+            "RotationEnabled": True,
+            "VersionIdsToStages": stages,
+        }
+
 
 def set_secret(
-    server: FakeServer, monkeypatch: pytest.MonkeyPatch, user: str = "app", master: bool = False
+    server: FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+    user: str = "app",
+    master: bool = False,
+    previous: str | None = None,
 ) -> list[str]:
-    """createSecret then setSecret through the real engine; the statements sent, reads included."""
-    monkeypatch.setattr(pymysql, "connect", lambda **kwargs: server)
+    """createSecret then setSecret through the real engine; the statements sent, reads included.
+    Each login is the account of its user name (CURRENT_USER() as the server would say)."""
+
+    def connect(**kwargs: Any) -> FakeServer:
+        hosts = [host for name, host in server.accounts if name == kwargs["user"]]
+        if hosts or kwargs["user"] != server.current_user.rpartition("@")[0]:
+            server.current_user = f"{kwargs['user']}@{hosts[0] if hosts else '%'}"
+        return server
+
+    monkeypatch.setattr(pymysql, "connect", connect)
     login = {"engine": "mysql", "host": "db", "port": 3306}
     current = {**login, "username": user, "password": "Old-Pass-1"}
     values = {("demo", AWSCURRENT): {**current, "masterarn": "m"} if master else current}
     values[("m", AWSCURRENT)] = {**login, "username": "admin", "password": "Master-Pass-3"}
+    versions = {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
+    if previous:
+        values[("demo", AWSPREVIOUS)] = {**current, "username": previous, "password": "Prev-Pass-0"}
+        versions["v0"] = frozenset({AWSPREVIOUS})
     client = FakeSecretsManager(values)
     rotator = MySQLRotator(SecretStore(cast(Any, client)))
-    meta = SecretMeta(
-        "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
-    )
+    meta = SecretMeta("arn:demo", "demo", True, versions)
     pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
     values[("demo", AWSPENDING)] = json.loads(pending.to_json())
     rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), meta))
@@ -396,15 +421,12 @@ def mysql8_with_app(**clone: Account) -> FakeServer:
 
 def test_mysql8_master_creates_the_clone_with_the_same_privileges(monkeypatch: pytest.MonkeyPatch) -> None:
     sent = set_secret(mysql8_with_app(), monkeypatch, master=True)
-    assert sent == [
-        "SELECT VERSION(), CURRENT_USER()",
-        "SELECT Host FROM mysql.user WHERE User = 'app'",
-        "SELECT 1 FROM mysql.user WHERE User = 'app_clone' AND Host = '10.0.%'",
+    assert sent[:2] == ["SELECT VERSION(), CURRENT_USER()", "SELECT CURRENT_USER(), 1 + 1"], (
+        "AWSCURRENT logs in as its account before the master acts"
+    )
+    assert "SHOW GRANTS FOR 'app'@'10.0.%'" in sent[: sent.index(writes(sent)[0])], "checked first"
+    assert writes(sent) == [
         f"CREATE USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}",
-        "SHOW GRANTS FOR 'app'@'10.0.%'",
-        "SHOW CREATE USER 'app'@'10.0.%'",
-        "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles "
-        "WHERE USER = 'app' AND HOST = '10.0.%' ORDER BY 1, 2",
         f"ALTER USER 'app_clone'@'10.0.%' {OPTIONS}",
         "GRANT USAGE ON *.* TO 'app_clone'@'10.0.%'",
         "GRANT SELECT, INSERT ON `shop`.* TO 'app_clone'@'10.0.%' WITH GRANT OPTION",
@@ -424,13 +446,24 @@ def test_mysql8_clone_in_step_only_gets_its_password(monkeypatch: pytest.MonkeyP
     assert writes(sent) == [f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}"]
 
 
+DRIFTED = Account(
+    ["GRANT USAGE ON *.* TO `app_clone`@`10.0.%`", "GRANT `admin_role`@`%` TO `app_clone`@`10.0.%`"],
+    "CREATE USER `app_clone`@`10.0.%` IDENTIFIED WITH 'caching_sha2_password' AS 'x' REQUIRE NONE",
+    [("admin_role", "%")],
+)
+
+
+def test_a_clone_with_more_than_its_source_is_not_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing proves the secret ever held `app_clone`: its extra role is not adopted."""
+    server = mysql8_with_app(clone=DRIFTED)
+    with pytest.raises(PrivilegeError, match=r"'app_clone' holds what 'app' does not: role `admin_role`@`%`"):
+        set_secret(server, monkeypatch, master=True)
+    assert writes(server.sent) == []
+
+
 def test_mysql8_clone_that_drifted_is_reset_then_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
-    drifted = Account(
-        ["GRANT USAGE ON *.* TO `app_clone`@`10.0.%`", "GRANT `admin_role`@`%` TO `app_clone`@`10.0.%`"],
-        "CREATE USER `app_clone`@`10.0.%` IDENTIFIED WITH 'caching_sha2_password' AS 'x' REQUIRE NONE",
-        [("admin_role", "%")],
-    )
-    sent = writes(set_secret(mysql8_with_app(clone=drifted), monkeypatch, master=True))
+    """AWSPREVIOUS logs in as the clone: it is the rotator's own, and its drift is put right."""
+    sent = writes(set_secret(mysql8_with_app(clone=DRIFTED), monkeypatch, master=True, previous="app_clone"))
     assert sent[:4] == [
         "SET DEFAULT ROLE NONE TO 'app_clone'@'10.0.%'",
         "REVOKE `admin_role`@`%` FROM 'app_clone'@'10.0.%'",
@@ -444,8 +477,34 @@ def test_mysql8_clone_that_drifted_is_reset_then_replayed(monkeypatch: pytest.Mo
 
 
 def test_mysql8_master_rotating_back_changes_the_original(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent = set_secret(mysql8_with_app(), monkeypatch, user="app_clone", master=True)
+    clone = Account([line.replace("`app`", "`app_clone`") for line in MYSQL8_GRANTS], MYSQL8_CREATE)
+    sent = set_secret(mysql8_with_app(clone=clone), monkeypatch, user="app_clone", master=True)
     assert writes(sent) == [f"ALTER USER 'app'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}"]
+
+
+def test_an_unrelated_user_named_like_the_clone_does_not_get_the_original(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`app_clone` logs in, but lacks what `app` holds: `app`'s password is not handed to it."""
+    stranger = Account(["GRANT USAGE ON *.* TO `app_clone`@`10.0.%`"], "CREATE USER `app_clone`@`10.0.%`")
+    server = mysql8_with_app(clone=stranger)
+    with pytest.raises(PrivilegeError, match="'app_clone' lacks what 'app' holds"):
+        set_secret(server, monkeypatch, user="app_clone", master=True)
+    assert writes(server.sent) == []
+
+
+@pytest.mark.parametrize(
+    "grant",
+    ["GRANT CREATE USER ON *.* TO `app`@`10.0.%`", "GRANT ALL PRIVILEGES ON *.* TO `app`@`10.0.%`",
+     "GRANT UPDATE ON `mysql`.* TO `app`@`10.0.%`",
+     "GRANT SELECT ON *.* TO `app`@`10.0.%` WITH GRANT OPTION"],
+)  # fmt: skip
+def test_an_administrative_source_is_not_cloned(monkeypatch: pytest.MonkeyPatch, grant: str) -> None:
+    server = mysql8_with_app()
+    server.accounts[("app", "10.0.%")].grants.append(grant)
+    with pytest.raises(PrivilegeError, match="'app' holds"):
+        set_secret(server, monkeypatch, master=True)
+    assert writes(server.sent) == []
 
 
 def test_refusals_become_typed_errors_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:

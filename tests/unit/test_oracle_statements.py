@@ -2,6 +2,8 @@
 
 setSecret and testSecret run the real engine and the real DatabaseRotator strategies; only
 `oracledb.connect` is the double (tests/oracle_double.py) and Secrets Manager a table.
+Alternating setSecret first proves AWSCURRENT logs in (the test query, on a connection of its
+own), then the master reads what the users hold before it changes anything.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from typing import Any, cast
 
 import pytest
 
-from rotators.engines.oracle import OracleRotator
+from rotators.engines.oracle import ACCOUNT_SQL, ADMIN_POWER_SQL, OracleRotator
 from rotators.errors import (
     ConfigurationError,
     LoginError,
     PasswordChangeError,
+    PrivilegeError,
     SecretFormatError,
     SecretTestError,
     TargetMismatchError,
@@ -30,19 +33,35 @@ OLD, PREVIOUS, MASTER = "Old-pass-1", "Previous-pass-0", "Master-pass-3"
 N = f'"{NEW_PASSWORD}"'
 
 
+class SecretsTable(FakeSecretsManager):
+    """The table, and DescribeSecret as setSecret reads it right before a change: the token v2
+    still holds AWSPENDING."""
+
+    def describe_secret(self, *, SecretId: str) -> Any:
+        versions = {"v1": [AWSCURRENT], "v2": [AWSPENDING]}
+        return {"ARN": "arn:demo", "Name": SecretId, "RotationEnabled": True, "VersionIdsToStages": versions}
+
+
 def rotation(
-    user: str, *, master: bool = False, previous: str | None = None, **pending: Any
+    user: str,
+    *,
+    master: bool = False,
+    previous: str | None = None,
+    master_user: str = "admin",
+    app: dict[str, Any] | None = None,
+    **pending: Any,
 ) -> tuple[OracleRotator, FakeSecretsManager]:
-    """Secrets Manager's table for `user`; with `pending` keys, an AWSPENDING already staged."""
-    values = {("demo", AWSCURRENT): {**LOGIN, "username": user, "password": OLD}}
+    """Secrets Manager's table for `user` (with `app`'s extra keys); with `pending` keys, an
+    AWSPENDING already staged."""
+    values = {("demo", AWSCURRENT): {**LOGIN, "username": user, "password": OLD, **(app or {})}}
     if master:
         values[("demo", AWSCURRENT)]["masterarn"] = "m"
-        values[("m", AWSCURRENT)] = {**LOGIN, "username": "admin", "password": MASTER}
+        values[("m", AWSCURRENT)] = {**LOGIN, "username": master_user, "password": MASTER}
     if previous is not None:
         values[("demo", AWSPREVIOUS)] = {**LOGIN, "username": user, "password": previous}
     if pending:
         values[("demo", AWSPENDING)] = {**values[("demo", AWSCURRENT)], **pending}
-    client = FakeSecretsManager(values)
+    client = SecretsTable(values)
     return OracleRotator(SecretStore(cast(Any, client))), client
 
 
@@ -170,7 +189,7 @@ def app_dictionary() -> Dictionary:
     found = Dictionary()
     found.user("ADMIN")
     found.user("APP", profile="APP_PROFILE", tablespace="DATA", temp="TEMP")
-    found.sys_privs += [("APP", "CREATE SESSION", "NO"), ("APP", "CREATE TABLE", "YES")]
+    found.sys_privs += [("APP", "CREATE SESSION", "NO"), ("APP", "CREATE TABLE", "NO")]
     found.role_privs += [("APP", "REPORTING", "NO", "YES"), ("APP", "SECRET_ROLE", "NO", "NO")]
     found.tab_privs += [
         ("APP", "SALES", "ORDERS", "SELECT", "NO", "TABLE"),
@@ -182,9 +201,17 @@ def app_dictionary() -> Dictionary:
     return found
 
 
-READS = [
-    "SELECT profile, default_tablespace, temporary_tablespace FROM dba_users WHERE username = :name",
-    "SELECT 1 FROM dba_users WHERE username = :name",
+def with_clone(found: Dictionary) -> Dictionary:
+    """The dictionary after the rotator made APP_CLONE: the same grants as APP."""
+    found.user("APP_CLONE")
+    for rows in (found.sys_privs, found.role_privs, found.tab_privs, found.col_privs):
+        rows += [("APP_CLONE", *row[1:]) for row in list(rows) if row[0] == "APP"]  # type: ignore[arg-type]
+    return found
+
+
+PROBE = "SELECT USER, 1 + 1 FROM dual"
+EXISTS = "SELECT 1 FROM dba_users WHERE username = :name"
+PRIVILEGES = [
     "SELECT grantee, privilege, admin_option FROM dba_sys_privs WHERE grantee IN (:source, :clone)",
     "SELECT grantee, granted_role, admin_option, default_role FROM dba_role_privs "
     "WHERE grantee IN (:source, :clone)",
@@ -193,11 +220,22 @@ READS = [
     "SELECT grantee, owner, table_name, column_name, privilege, grantable FROM dba_col_privs "
     "WHERE grantee IN (:source, :clone)",
 ]
+READS = [
+    "SELECT profile, default_tablespace, temporary_tablespace FROM dba_users WHERE username = :name",
+    EXISTS,
+    *PRIVILEGES,
+]
+# The guard (AWSCURRENT's own login and test query), then the master's checks before any change:
+# the source's power, and whether a clone exists (and if so, what it holds beyond the source).
+CHECKS_NEW_CLONE = [PROBE, ADMIN_POWER_SQL, ACCOUNT_SQL, EXISTS]
+CHECKS_EXISTING_CLONE = [*CHECKS_NEW_CLONE, *PRIVILEGES, ACCOUNT_SQL]
+# Back to the original: its power, then what it holds that the clone (AWSCURRENT) does not.
+CHECKS_ORIGINAL = [PROBE, ADMIN_POWER_SQL, ACCOUNT_SQL, *PRIVILEGES, ACCOUNT_SQL, ACCOUNT_SQL]
 FIRST_CLONE = [
     f'CREATE USER "APP_CLONE" IDENTIFIED BY {N} DEFAULT TABLESPACE "DATA" TEMPORARY TABLESPACE "TEMP" '
     'PROFILE "APP_PROFILE"',
     'GRANT CREATE SESSION TO "APP_CLONE"',
-    'GRANT CREATE TABLE TO "APP_CLONE" WITH ADMIN OPTION',
+    'GRANT CREATE TABLE TO "APP_CLONE"',
     'GRANT "REPORTING" TO "APP_CLONE"',
     'GRANT "SECRET_ROLE" TO "APP_CLONE"',
     'GRANT SELECT ON "SALES"."ORDERS" TO "APP_CLONE"',
@@ -209,71 +247,112 @@ FIRST_CLONE = [
 ]
 
 
+def changes(double: OracleDouble) -> list[str]:
+    """Every statement that is not a query: DDL, password changes included."""
+    return [s for s in double.statements if not s.startswith(("SELECT", "WITH"))]
+
+
 def test_first_alternating_rotation_creates_the_clone_with_the_originals_grants(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     double = OracleDouble(dictionary=app_dictionary()).install(monkeypatch)
     set_secret(*rotation("app", master=True))
-    assert double.logins == ["admin"]
-    assert double.statements == READS + FIRST_CLONE
-    assert [binds for _, binds in double.executed[: len(READS)]] == [
+    assert double.logins == ["app", "admin"], "AWSCURRENT proves its login before the master acts"
+    assert double.statements == CHECKS_NEW_CLONE + READS + FIRST_CLONE
+    assert [binds for _, binds in double.executed[: len(CHECKS_NEW_CLONE) + len(READS)]] == [
+        {},
+        {"name": "APP", "grantee": "APP"},
+        {"name": "APP", "proxy": "APP", "owner": "APP"},
+        {"name": "APP_CLONE"},
         {"name": "APP"},
         {"name": "APP_CLONE"},
         *[{"source": "APP", "clone": "APP_CLONE"}] * 4,
     ]
 
 
-def test_a_later_rotation_of_the_clone_refreshes_its_grants(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The clone exists, with grants the original has since lost and without ones it gained."""
+def test_an_opted_in_administrative_user_is_cloned_with_its_admin_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`"allow_privileged_user": true`: the power check is skipped, the grant copied as held."""
     found = app_dictionary()
+    found.sys_privs[1] = ("APP", "CREATE TABLE", "YES")
+    double = OracleDouble(dictionary=found).install(monkeypatch)
+    set_secret(*rotation("app", master=True, app={"allow_privileged_user": True}))
+    assert double.statements[:2] == [PROBE, EXISTS], "no power check"
+    assert 'GRANT CREATE TABLE TO "APP_CLONE" WITH ADMIN OPTION' in double.statements
+
+
+def test_a_later_rotation_of_the_clone_adds_what_the_original_gained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clone exists with less than the original: what is missing (a privilege, a role, a
+    grant option, a column) is granted; nothing is taken over."""
+    found = app_dictionary()
+    found.col_privs.append(("APP", "SALES", "CUSTOMERS", "PHONE", "UPDATE", "NO"))
     found.user("APP_CLONE")
-    found.sys_privs += [("APP_CLONE", "CREATE SESSION", "NO"), ("APP_CLONE", "CREATE TABLE", "NO")]
-    found.role_privs += [("APP_CLONE", "REPORTING", "NO", "YES"), ("APP_CLONE", "DBA", "NO", "YES")]
+    found.sys_privs += [("APP_CLONE", "CREATE SESSION", "NO")]
+    found.role_privs += [("APP_CLONE", "REPORTING", "NO", "YES")]
     found.tab_privs += [
         ("APP_CLONE", "SALES", "ORDERS", "SELECT", "NO", "TABLE"),
-        ("APP_CLONE", "SALES", "ORDERS", "UPDATE", "YES", "TABLE"),
+        ("APP_CLONE", "SALES", "ORDERS", "UPDATE", "NO", "TABLE"),  # the original may grant it on
         ("APP_CLONE", "SYS", "EXPORTS", "READ", "NO", "DIRECTORY"),
         ("APP_CLONE", "SALES", "PKG_ORDERS", "EXECUTE", "NO", "PACKAGE"),
-        ("APP_CLONE", "SALES", "OLD_TABLE", "DELETE", "NO", "TABLE"),
-        ("APP_CLONE", "SALES", "CUSTOMERS", "UPDATE", "NO", "TABLE"),
     ]
-    found.col_privs += [("APP_CLONE", "SALES", "CUSTOMERS", "PHONE", "UPDATE", "NO")]
+    found.col_privs += [("APP_CLONE", "SALES", "CUSTOMERS", "EMAIL", "UPDATE", "NO")]
     double = OracleDouble(dictionary=found).install(monkeypatch)
     set_secret(*rotation("app", master=True))
     assert double.statements == [
+        *CHECKS_EXISTING_CLONE,
         *READS,
         f'ALTER USER "APP_CLONE" IDENTIFIED BY {N} DEFAULT TABLESPACE "DATA" TEMPORARY TABLESPACE "TEMP" '
         'PROFILE "APP_PROFILE"',
-        'REVOKE CREATE TABLE FROM "APP_CLONE"',  # held without ADMIN OPTION: granted again with it
-        'REVOKE "DBA" FROM "APP_CLONE"',
-        'REVOKE DELETE ON "SALES"."OLD_TABLE" FROM "APP_CLONE"',
+        'REVOKE UPDATE ON "SALES"."ORDERS" FROM "APP_CLONE"',  # granted again WITH GRANT OPTION
         'REVOKE UPDATE ON "SALES"."CUSTOMERS" FROM "APP_CLONE"',  # columns: only table-wide
-        'GRANT CREATE TABLE TO "APP_CLONE" WITH ADMIN OPTION',
+        'GRANT CREATE TABLE TO "APP_CLONE"',
         'GRANT "SECRET_ROLE" TO "APP_CLONE"',
-        'GRANT UPDATE ("EMAIL") ON "SALES"."CUSTOMERS" TO "APP_CLONE"',
+        'GRANT UPDATE ON "SALES"."ORDERS" TO "APP_CLONE" WITH GRANT OPTION',
+        'GRANT UPDATE ("EMAIL", "PHONE") ON "SALES"."CUSTOMERS" TO "APP_CLONE"',
         'ALTER USER "APP_CLONE" DEFAULT ROLE "REPORTING"',
     ]
+
+
+def test_a_clone_holding_more_than_the_original_is_not_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grants the original never had (or lost) stay the administrator's to remove: the error
+    lists each, and nothing is changed."""
+    found = with_clone(app_dictionary())
+    found.sys_privs += [("APP_CLONE", "CREATE TABLE", "YES")]
+    found.role_privs += [("APP_CLONE", "DBA", "NO", "YES")]
+    found.tab_privs += [("APP_CLONE", "SALES", "OLD_TABLE", "DELETE", "NO", "TABLE")]
+    found.col_privs += [("APP_CLONE", "SALES", "CUSTOMERS", "PHONE", "UPDATE", "NO")]
+    double = OracleDouble(dictionary=found).install(monkeypatch)
+    with pytest.raises(PrivilegeError) as caught:
+        set_secret(*rotation("app", master=True))
+    assert (
+        "'app_clone' holds what 'app' does not: CREATE TABLE WITH ADMIN OPTION, role DBA, "
+        'DELETE ON "SALES"."OLD_TABLE", UPDATE ("PHONE") ON "SALES"."CUSTOMERS"'
+    ) in str(caught.value)
+    assert double.statements == CHECKS_EXISTING_CLONE
+    assert changes(double) == []
 
 
 def test_a_repeated_set_of_an_up_to_date_clone_only_sets_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    found = app_dictionary()
-    found.user("APP_CLONE")
-    for rows in (found.sys_privs, found.role_privs, found.tab_privs, found.col_privs):
-        rows += [("APP_CLONE", *row[1:]) for row in list(rows) if row[0] == "APP"]  # type: ignore[arg-type]
-    double = OracleDouble(dictionary=found).install(monkeypatch)
+    double = OracleDouble(dictionary=with_clone(app_dictionary())).install(monkeypatch)
     set_secret(*rotation("app", master=True))
-    assert double.statements[len(READS) :] == [FIRST_CLONE[0].replace("CREATE", "ALTER", 1), FIRST_CLONE[-1]]
+    assert double.statements[: len(CHECKS_EXISTING_CLONE)] == CHECKS_EXISTING_CLONE
+    assert double.statements[len(CHECKS_EXISTING_CLONE) + len(READS) :] == [
+        FIRST_CLONE[0].replace("CREATE", "ALTER", 1),
+        FIRST_CLONE[-1],
+    ]
 
 
 def test_rotation_back_to_the_original_sets_its_password_without_replace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    double = OracleDouble(dictionary=app_dictionary()).install(monkeypatch)
+    double = OracleDouble(dictionary=with_clone(app_dictionary())).install(monkeypatch)
     set_secret(*rotation("app_clone", master=True))
-    assert double.logins == ["admin"]
-    assert double.statements == [f'ALTER USER "APP" IDENTIFIED BY {N}']
+    assert double.logins == ["app_clone", "admin"]
+    assert double.statements == [*CHECKS_ORIGINAL, f'ALTER USER "APP" IDENTIFIED BY {N}']
+    assert double.executed[1][1] == {"name": "APP", "grantee": "APP"}, "the power of the user to be set"
 
 
 def test_quoted_names_alternate_as_quoted_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -282,11 +361,9 @@ def test_quoted_names_alternate_as_quoted_names(monkeypatch: pytest.MonkeyPatch)
     found.sys_privs.append(("App User", "CREATE SESSION", "NO"))
     double = OracleDouble(dictionary=found).install(monkeypatch)
     set_secret(*rotation('"App User"', master=True))
-    assert double.executed[1] == (
-        "SELECT 1 FROM dba_users WHERE username = :name",
-        {"name": "App User_clone"},
-    )
-    assert double.statements[len(READS) :] == [
+    assert double.executed[1][1] == {"name": "App User", "grantee": "App User"}
+    assert double.executed[len(CHECKS_NEW_CLONE) - 1] == (EXISTS, {"name": "App User_clone"})
+    assert double.statements[len(CHECKS_NEW_CLONE) + len(READS) :] == [
         f'CREATE USER "App User_clone" IDENTIFIED BY {N} DEFAULT TABLESPACE "USERS" TEMPORARY TABLESPACE '
         '"TEMP" PROFILE "DEFAULT"',
         'GRANT CREATE SESSION TO "App User_clone"',
@@ -344,24 +421,34 @@ def test_an_unexpected_privilege_name_is_refused_before_any_change(monkeypatch: 
     double = OracleDouble(dictionary=found).install(monkeypatch)
     with pytest.raises(PasswordChangeError, match="Unexpected privilege name"):
         set_secret(*rotation("app", master=True))
-    assert not [s for s in double.statements if not s.startswith("SELECT")]
+    assert changes(double) == []
 
 
 def test_a_missing_original_fails_before_any_change(monkeypatch: pytest.MonkeyPatch) -> None:
     double = OracleDouble(dictionary=Dictionary()).install(monkeypatch)
     with pytest.raises(PasswordChangeError, match="no user 'APP' to clone"):
         set_secret(*rotation("app", master=True))
-    assert double.statements == READS[:1]
+    assert double.statements == CHECKS_NEW_CLONE + READS[:1]
 
 
-def test_a_master_without_dictionary_access_gets_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("refused", "views", "sent"),
+    [
+        ("WITH held_roles", "dba_role_privs, dba_sys_privs", 2),
+        ("SELECT 'ADMINISTRATIVE'", "v$pwfile_users, dba_proxies, dba_objects", 3),
+        ("SELECT profile", "dba_users", len(CHECKS_NEW_CLONE) + 1),
+    ],
+)
+def test_a_master_without_dictionary_access_gets_a_clear_error(
+    refused: str, views: str, sent: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     denied = ora_error(942, "table or view does not exist")
-    double = OracleDouble(dictionary=app_dictionary(), fail_on={"SELECT profile": denied}).install(
-        monkeypatch
-    )
-    with pytest.raises(PasswordChangeError, match="SELECT_CATALOG_ROLE"):
+    double = OracleDouble(dictionary=app_dictionary(), fail_on={refused: denied}).install(monkeypatch)
+    with pytest.raises(PasswordChangeError) as caught:
         set_secret(*rotation("app", master=True))
-    assert len(double.statements) == 1
+    assert str(caught.value).startswith(f"Oracle refused a query of {views}: ORA-00942")
+    assert "SELECT_CATALOG_ROLE" in str(caught.value)
+    assert len(double.statements) == sent
 
 
 def test_a_failure_midway_names_the_statement_and_a_retry_converges(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,7 +456,7 @@ def test_a_failure_midway_names_the_statement_and_a_retry_converges(monkeypatch:
     The retried step reads the dictionary again and sends only what is still missing."""
     found = app_dictionary()
     refusal = ora_error(1031, "insufficient privileges")
-    failing = len(READS) + 3  # CREATE USER, two GRANTs, then the role grant fails
+    failing = len(CHECKS_NEW_CLONE) + len(READS) + 3  # CREATE USER, two GRANTs, then the role grant fails
     double = OracleDouble(dictionary=found, fail_at={failing: refusal}).install(monkeypatch)
     rotator, client = rotation("app", master=True)
     with pytest.raises(PasswordChangeError) as caught:
@@ -378,14 +465,17 @@ def test_a_failure_midway_names_the_statement_and_a_retry_converges(monkeypatch:
     assert message.startswith('Oracle refused GRANT "REPORTING" TO "APP_CLONE": ORA-01031')
     assert "master user lacks a privilege" in message
     assert NEW_PASSWORD not in message
-    assert double.statements[len(READS) :] == FIRST_CLONE[:4]
+    assert double.statements[len(CHECKS_NEW_CLONE) + len(READS) :] == FIRST_CLONE[:4]
 
     # what the database now holds: the clone and the two system privileges granted before the failure
     found.user("APP_CLONE")
-    found.sys_privs += [("APP_CLONE", "CREATE SESSION", "NO"), ("APP_CLONE", "CREATE TABLE", "YES")]
+    found.sys_privs += [("APP_CLONE", "CREATE SESSION", "NO"), ("APP_CLONE", "CREATE TABLE", "NO")]
     retry = OracleDouble(dictionary=found).install(monkeypatch)
     rotator.set_pending(context(rotator, Step.SET))
-    assert retry.statements[len(READS) :] == [FIRST_CLONE[0].replace("CREATE", "ALTER", 1), *FIRST_CLONE[3:]]
+    assert retry.statements[len(CHECKS_EXISTING_CLONE) + len(READS) :] == [
+        FIRST_CLONE[0].replace("CREATE", "ALTER", 1),
+        *FIRST_CLONE[3:],
+    ]
 
 
 def test_the_master_may_only_set_the_partner_of_the_current_user(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,8 +489,69 @@ def test_the_master_may_only_set_the_partner_of_the_current_user(monkeypatch: py
 def test_connections_and_cursors_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     double = OracleDouble(dictionary=app_dictionary()).install(monkeypatch)
     set_secret(*rotation("app", master=True))
-    assert double.closed_connections == 1
-    assert double.closed_cursors == len(READS) + 1
+    assert double.closed_connections == 2, "AWSCURRENT's own, then the master's"
+    assert double.closed_cursors == len(CHECKS_NEW_CLONE) + len(READS) + 1
+
+
+# -- what the master reads before it changes anything ---------------------------------------------------
+def power(found: Dictionary, monkeypatch: pytest.MonkeyPatch, user: str = "app") -> list[str]:
+    rotator, login = session(OracleDouble(dictionary=found), monkeypatch)
+    with login as conn:
+        return cast(list[str], rotator.admin_power(conn, user))
+
+
+def test_an_application_user_has_no_administrative_power(monkeypatch: pytest.MonkeyPatch) -> None:
+    found = app_dictionary()
+    found.role_privs += [
+        ("REPORTING", "CONNECT", "NO", "YES"),
+        ("CONNECT", "SELECT_CATALOG_ROLE", "NO", "YES"),
+    ]
+    found.sys_privs += [("REPORTING", "CREATE VIEW", "NO"), ("CONNECT", "CREATE SESSION", "NO")]
+    found.objects["APP"] = 12  # its own schema is not power over others
+    assert power(found, monkeypatch) == []
+
+
+@pytest.mark.parametrize(
+    ("grants", "held"),
+    [
+        ({"role_privs": [("APP", "DBA", "NO", "YES")]}, "role DBA"),
+        (
+            {"role_privs": [("APP", "DATAPUMP_IMP_FULL_DATABASE", "NO", "YES")]},
+            "role DATAPUMP_IMP_FULL_DATABASE",
+        ),
+        ({"role_privs": [("APP", "RDS_MASTER_ROLE", "NO", "YES")]}, "role RDS_MASTER_ROLE"),
+        ({"role_privs": [("APP", "REPORTING", "YES", "YES")]}, "role REPORTING WITH ADMIN OPTION"),
+        ({"sys_privs": [("APP", "ALTER USER", "NO")]}, "ALTER USER"),
+        ({"sys_privs": [("APP", "GRANT ANY ROLE", "NO")]}, "GRANT ANY ROLE"),
+        ({"sys_privs": [("APP", "BECOME USER", "NO")]}, "BECOME USER"),
+        ({"sys_privs": [("APP", "CREATE TABLE", "YES")]}, "CREATE TABLE WITH ADMIN OPTION"),
+        ({"sys_privs": [("REPORTING", "CREATE USER", "NO")]}, "CREATE USER (through role REPORTING)"),
+        ({"administrative": [("APP", "SYSDBA")]}, "SYSDBA"),
+        ({"proxies": [("APP", "HR")]}, "proxy rights for 'HR'"),
+    ],
+)
+def test_administrative_power_in_any_form_is_named(
+    grants: dict[str, list[Any]], held: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = app_dictionary()
+    for view, rows in grants.items():
+        getattr(found, view).extend(rows)
+    assert power(found, monkeypatch) == [f"'app' holds {held}"]
+
+
+def test_roles_granted_through_roles_are_found_and_named_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APP -> APP_ROLE -> OPS -> DBA (which holds EXP_FULL_DATABASE and ALTER USER): the role that
+    brings the power is named, not each privilege it carries."""
+    found = app_dictionary()
+    found.role_privs += [
+        ("APP", "APP_ROLE", "NO", "YES"),
+        ("APP_ROLE", "OPS", "NO", "YES"),
+        ("OPS", "DBA", "NO", "YES"),
+        ("DBA", "EXP_FULL_DATABASE", "NO", "YES"),
+        ("DBA", "OPS", "NO", "YES"),  # a cycle the query must survive
+    ]
+    found.sys_privs += [("DBA", "ALTER USER", "YES"), ("EXP_FULL_DATABASE", "SELECT ANY DICTIONARY", "NO")]
+    assert power(found, monkeypatch) == ["'app' holds role DBA (through role OPS)"]
 
 
 # -- testSecret -----------------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ class Result:
     def fetchone(self) -> tuple[Any, ...] | None:
         return self.row
 
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [] if self.row is None else [self.row]
+
 
 class FakePgConn:
     """libpq's PQencryptPasswordConn, faked: a verifier that names the user, never the password."""
@@ -131,6 +134,8 @@ class RecordingConnection:
             return Result((1,) if params[0] in self.existing else None)
         if text.startswith("SELECT session_user"):
             return Result(self.session_row)
+        if text.startswith("SELECT pg_has_role"):
+            return Result((True,))  # the clone is a member of its source
         return Result(None)
 
     def as_conn(self) -> psycopg.Connection[Any]:
@@ -201,6 +206,16 @@ class FakeSecretsManager:
         version = VersionId or f"{SecretId}-{VersionStage}"
         return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
 
+    def describe_secret(self, *, SecretId: str) -> Any:
+        """setSecret's last look before the change: the token still holds AWSPENDING."""
+        stages = {"v1": [AWSCURRENT], "v2": [AWSPENDING]}
+        return {
+            "ARN": f"arn:{SecretId}",
+            "Name": SecretId,
+            "RotationEnabled": True,
+            "VersionIdsToStages": stages,
+        }
+
     def get_random_password(self, **policy: Any) -> Any:
         return {"RandomPassword": "New-Value-2"}
 
@@ -228,15 +243,23 @@ def master_set_sql(current_user: str) -> list[str]:
             ("m", AWSCURRENT): {**login, "username": "postgres", "password": "Master-3"},
         }
     )
-    rotator = OfflinePostgreSQLRotator(client, RecordingConnection())
+    rotator = OfflinePostgreSQLRotator(client, RecordingConnection(session_row=(current_user, 2)))
     meta = SecretMeta(
         "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
     )
     pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
     client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
     rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), meta))
-    assert rotator.logins == ["postgres"]
-    return [text for text, _, _ in rotator.conn.sent]
+    assert rotator.logins == [current_user, "postgres"], "AWSCURRENT proves itself before the master acts"
+    sent = [text for text, _, _ in rotator.conn.sent]
+    checks = [i for i, text in enumerate(sent) if text.lstrip().startswith(("SELECT session_user", *_SAFETY))]
+    changes = [i for i, text in enumerate(sent) if not text.lstrip().startswith("SELECT")]
+    assert checks and changes and max(checks) < min(changes), "every check runs before any change"
+    return [text for text in sent if not text.lstrip().startswith(("SELECT session_user", *_SAFETY))]
+
+
+# The queries of the master's safety rules (admin_power, clone_mismatch, clone_lacks).
+_SAFETY = ("SELECT r.rolname", "SELECT oid, rolsuper", "SELECT pg_has_role")
 
 
 def test_master_rotation_of_a_user_creates_its_clone() -> None:

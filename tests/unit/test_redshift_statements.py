@@ -15,12 +15,17 @@ import pytest
 import redshift_connector
 
 from rotators.database import DatabaseSecret, LoginRefusedError
+from rotators.engines import redshift
 from rotators.engines.redshift import (
+    ADMIN_PRIVILEGE_ROLES,
     DATABASE_PRIVILEGES,
+    DIRECT_ROLES,
     GROUPS,
+    ROLE_GRANTS,
     ROLES,
     SCHEMA_PRIVILEGES,
     TABLE_PRIVILEGES,
+    USER_FLAGS,
     RedshiftRotator,
     password_literal,
     password_problems,
@@ -28,9 +33,13 @@ from rotators.engines.redshift import (
 from rotators.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
+    LoginError,
     PasswordChangeError,
+    PrivilegeError,
     SecretFormatError,
     SecretTestError,
+    TargetMismatchError,
+    VersionStageError,
 )
 from rotators.rotation import RotationContext, RotationEvent, Step
 from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
@@ -124,18 +133,37 @@ def quote_ident(name: str) -> str:
 
 @dataclass
 class FakeRedshift:
-    """Answers the engine's catalog queries as Redshift would; records what it was sent."""
+    """Answers the engine's catalog queries as Redshift would; records what it was sent. Every
+    login opens a session on this one server (`logins`), as the user it names."""
 
     version: str = REDSHIFT_VERSION
     session_user: str = "app"
     users: set[str] = field(default_factory=lambda: {"app", "admin"})
+    superusers: set[str] = field(default_factory=lambda: {"admin"})
+    createdb: set[str] = field(default_factory=set)
+    passwords: dict[str, str] = field(default_factory=dict)  # logins that are refused otherwise
     groups: dict[str, list[str]] = field(default_factory=dict)
     roles: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
-    privileges: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    role_grants: list[tuple[str, str]] = field(default_factory=list)  # (role, role granted to it)
+    admin_privilege_roles: list[str] = field(default_factory=list)
+    # (holder, other) -> rows, as has_*_privilege(holder) AND NOT has_*_privilege(other) answers
+    privileges: dict[str, dict[tuple[str, str], list[tuple[str, str]]]] = field(default_factory=dict)
     fail_on: str | None = None
     autocommit: bool = False
     closed: bool = False
+    logins: list[str] = field(default_factory=list)
     sent: list[tuple[str, tuple[Any, ...] | None]] = field(default_factory=list)
+
+    def login(self, **kwargs: Any) -> FakeRedshift:
+        user, password = kwargs["user"], kwargs["password"]
+        if user in self.passwords and self.passwords[user] != password:
+            raise redshift_connector.ProgrammingError(
+                {"S": "FATAL", "C": "28P01", "M": f'password authentication failed for user "{user}"'}
+            )
+        self.logins.append(user)
+        self.sent.append((f"-- login as {user}", None))
+        self.session_user, self.closed = user, False
+        return self
 
     def cursor(self) -> FakeCursor:
         return FakeCursor(self)
@@ -152,12 +180,19 @@ class FakeRedshift:
         values = args or ()
         if re.fullmatch(r"SELECT quote_ident\(%s\)(, quote_ident\(%s\))*", query):
             return [tuple(quote_ident(str(v)) for v in values)]
-        if query == "SELECT 1 FROM pg_user WHERE usename = %s":
-            return [(1,)] if values[0] in self.users else []
+        if query == USER_FLAGS:
+            user = values[0]
+            return [(user in self.superusers, user in self.createdb)] if user in self.users else []
         if query == GROUPS:
             return [(quote_ident(g),) for g in self.groups.get(values[0], [])]
         if query == ROLES:
             return [(quote_ident(r), admin) for r, admin in self.roles.get(values[0], [])]
+        if query == DIRECT_ROLES:
+            return [(r,) for r, _ in self.roles.get(values[0], [])]
+        if query == ROLE_GRANTS:
+            return list(self.role_grants)
+        if query == ADMIN_PRIVILEGE_ROLES:
+            return [(r,) for r in self.admin_privilege_roles]
         if query == "SELECT version()":
             return [(self.version,)]
         if query == "SELECT session_user, 1 + 1":
@@ -168,8 +203,8 @@ class FakeRedshift:
             ("db", DATABASE_PRIVILEGES),
         ):
             if query == text:
-                assert values == ("app", "app_clone"), "the source, then the clone"
-                return list(self.privileges.get(name, []))
+                holder, other = values
+                return list(self.privileges.get(name, {}).get((holder, other), []))
         return []
 
 
@@ -196,28 +231,40 @@ class FakeSecretsManager:
         version = VersionId or f"{SecretId}-{VersionStage}"
         return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
 
+    def describe_secret(self, *, SecretId: str) -> Any:
+        stages = {version: sorted(labels) for version, labels in META.versions.items()}
+        return {"ARN": META.arn, "Name": META.name, "VersionIdsToStages": stages}
+
     def get_random_password(self, **policy: Any) -> Any:
         return {"RandomPassword": self.new}
 
 
 META = SecretMeta("arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})})
+OLD, MASTER = "Old-Pass-1", "Master-Pass-3"
+SOURCE = ("app", "app_clone")  # has_*_privilege(source) AND NOT has_*_privilege(clone)
 
 
-def rotator_for(user: str, master: bool, new: str = NEW) -> tuple[RedshiftRotator, FakeSecretsManager]:
+def rotator_for(
+    user: str, master: bool, new: str = NEW, master_user: str = "admin", **app: Any
+) -> tuple[RedshiftRotator, FakeSecretsManager]:
     login = {"engine": "redshift", "host": "wg.123.eu-west-1.redshift-serverless.amazonaws.com"}
-    current = {**login, "username": user, "password": "Old-Pass-1"}
+    current = {**login, "username": user, "password": OLD, **app}
     values = {("demo", AWSCURRENT): {**current, "masterarn": "m"} if master else current}
-    values[("m", AWSCURRENT)] = {**login, "username": "admin", "password": "Master-Pass-3"}
+    values[("m", AWSCURRENT)] = {**login, "username": master_user, "password": MASTER}
     client = FakeSecretsManager(values, new)
     return RedshiftRotator(SecretStore(cast(Any, client))), client
 
 
 def set_secret(
-    server: FakeRedshift, monkeypatch: pytest.MonkeyPatch, user: str = "app", master: bool = False
+    server: FakeRedshift,
+    monkeypatch: pytest.MonkeyPatch,
+    user: str = "app",
+    master: bool = False,
+    **options: Any,
 ) -> list[str]:
     """createSecret then setSecret through the real engine; the SQL sent (with any arguments)."""
-    monkeypatch.setattr(redshift_connector, "connect", lambda **kwargs: server)
-    rotator, client = rotator_for(user, master)
+    monkeypatch.setattr(redshift, "GuardedConnection", server.login)
+    rotator, client = rotator_for(user, master, **options)
     pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), META))
     client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
     rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), META))
@@ -226,11 +273,12 @@ def set_secret(
 
 
 def writes(sent: list[str]) -> list[str]:
-    return [s for s in sent if not s.startswith("SELECT") and not s.startswith("\nSELECT")]
+    return [s for s in sent if not s.startswith(("SELECT", "\nSELECT", "-- login"))]
 
 
 def test_single_user_changes_its_own_password(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set_secret(FakeRedshift(), monkeypatch) == [
+        "-- login as app",
         "SELECT quote_ident(%s) ['app']",
         f"ALTER USER app PASSWORD '{NEW}'",
     ]
@@ -241,13 +289,17 @@ def test_the_master_creates_the_clone_with_groups_roles_and_grants(monkeypatch: 
         groups={"app": ["analysts", "BI Team"]},
         roles={"app": [("reader", False), ("Ops Admin", True)]},
         privileges={
-            "table": [("sales.orders", "INSERT"), ("sales.orders", "SELECT"), ('"Sales"."Q1"', "SELECT")],
-            "schema": [("sales", "USAGE")],
-            "db": [("dev", "TEMP")],
+            "table": {
+                SOURCE: [("sales.orders", "INSERT"), ("sales.orders", "SELECT"), ('"Sales"."Q1"', "SELECT")]
+            },
+            "schema": {SOURCE: [("sales", "USAGE")]},
+            "db": {SOURCE: [("dev", "TEMP")]},
         },
+        createdb={"app"},
     )
     assert writes(set_secret(server, monkeypatch, master=True)) == [
         f"CREATE USER app_clone PASSWORD '{NEW}'",
+        "ALTER USER app_clone CREATEDB",
         "ALTER GROUP analysts ADD USER app_clone",
         'ALTER GROUP "BI Team" ADD USER app_clone',
         "GRANT ROLE reader TO app_clone",
@@ -257,7 +309,8 @@ def test_the_master_creates_the_clone_with_groups_roles_and_grants(monkeypatch: 
         "GRANT USAGE ON SCHEMA sales TO app_clone",
         "GRANT TEMP ON DATABASE dev TO app_clone",
     ]
-    assert ("SELECT 1 FROM pg_user WHERE usename = %s", ("app_clone",)) in server.sent
+    assert (USER_FLAGS, ("app_clone",)) in server.sent
+    assert server.logins == ["app", "admin"], "AWSCURRENT proves itself, then the master acts"
 
 
 def test_an_existing_clone_gets_its_password_and_only_what_it_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,9 +336,11 @@ def test_on_postgresql_the_redshift_only_role_statements_are_not_sent(
 
 
 def test_rotating_back_sets_the_originals_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert writes(set_secret(FakeRedshift(), monkeypatch, user="app_clone", master=True)) == [
+    server = FakeRedshift(users={"app", "app_clone", "admin"})
+    assert writes(set_secret(server, monkeypatch, user="app_clone", master=True)) == [
         f"ALTER USER app PASSWORD '{NEW}'"
     ]
+    assert server.logins == ["app_clone", "admin"]
 
 
 def test_names_are_quoted_by_the_server() -> None:
@@ -326,7 +381,7 @@ def connect_kwargs(monkeypatch: pytest.MonkeyPatch, value: DatabaseSecret) -> di
         seen.update(kwargs, ssl_cert_file=os.environ.get("SSL_CERT_FILE"))
         return FakeRedshift()
 
-    monkeypatch.setattr(redshift_connector, "connect", connect)
+    monkeypatch.setattr(redshift, "GuardedConnection", connect)
     with RedshiftRotator().connect(value, "app", "Old-Pass-1"):
         pass
     return seen
@@ -394,10 +449,204 @@ def test_login_failures_are_typed_and_redacted(
     def connect(**kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(redshift_connector, "connect", connect)
+    monkeypatch.setattr(redshift, "GuardedConnection", connect)
     with (
         pytest.raises(raised, match=message) as caught,
         RedshiftRotator().connect(secret(), "app", "Old-Pass-1"),
     ):
         pass
     assert "Old-Pass-1" not in str(caught.value)
+
+
+# -- the master's safety rules (issue 11), at the driver boundary ---------------------------------------
+def refused(
+    server: FakeRedshift, monkeypatch: pytest.MonkeyPatch, error: type[Exception], match: str, **options: Any
+) -> str:
+    """setSecret is refused with `error`, and nothing at all was written."""
+    with pytest.raises(error, match=match) as caught:
+        set_secret(server, monkeypatch, **options)
+    assert writes([query for query, _ in server.sent]) == [], "nothing changed"
+    assert MASTER not in str(caught.value) and OLD not in str(caught.value) and NEW not in str(caught.value)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("user", ["admin_clone", "ADMIN_clone", "admin", "Admin"])
+def test_the_masters_own_user_is_never_a_target_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, user: str
+) -> None:
+    """`admin_clone`'s partner is the master; `admin`'s clone would be the master's twin. Redshift
+    folds names to lower case, so `ADMIN` is `admin`. No login happens at all."""
+    server = FakeRedshift(users={"app", "admin", "admin_clone"})
+    refused(server, monkeypatch, TargetMismatchError, "master user", user=user, master=True)
+    assert server.logins == []
+
+
+def test_a_master_named_in_mixed_case_is_recognised(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeRedshift(users={"app", "admin"})
+    refused(
+        server,
+        monkeypatch,
+        TargetMismatchError,
+        "master user",
+        user="admin_clone",
+        master=True,
+        master_user="Admin",
+    )
+
+
+def test_an_awscurrent_that_does_not_log_in_stops_the_master(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The confused-deputy guard: AWSCURRENT (then AWSPENDING) is tried; the master never logs in."""
+    server = FakeRedshift(
+        users={"app", "admin", "app_clone"},
+        passwords={"app": "Someone-Elses-1", "app_clone": "Someone-Elses-2"},
+    )
+    refused(server, monkeypatch, LoginError, "does not log in as 'app'", master=True)
+    assert "admin" not in server.logins
+
+
+def test_an_unrelated_victim_clone_does_not_get_the_victims_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attacker owns `victim_clone`: it logs in, but lacks what `victim` holds."""
+    server = FakeRedshift(
+        users={"victim", "victim_clone", "admin"},
+        groups={"victim": ["payroll"]},
+        roles={"victim": [("hr reader", False)]},
+        privileges={"table": {("victim", "victim_clone"): [("hr.salaries", "SELECT")]}},
+    )
+    message = refused(
+        server, monkeypatch, PrivilegeError, "lacks what 'victim' holds", user="victim_clone", master=True
+    )
+    assert (
+        "group payroll" in message
+        and 'role "hr reader"' in message
+        and "SELECT ON TABLE hr.salaries" in message
+    )
+    assert server.logins == ["victim_clone", "admin"]
+
+
+def test_a_clone_that_lacks_an_attribute_or_admin_option_of_the_original_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = FakeRedshift(
+        users={"victim", "victim_clone", "admin"},
+        createdb={"victim"},
+        roles={"victim": [("etl", True)], "victim_clone": [("etl", False)]},
+    )
+    message = refused(server, monkeypatch, PrivilegeError, "lacks", user="victim_clone", master=True)
+    assert "CREATEDB" in message and "role etl WITH ADMIN OPTION" in message
+
+
+@pytest.mark.parametrize(
+    ("clone", "named"),
+    [
+        ({"superusers": {"admin", "app_clone"}}, "SUPERUSER"),
+        ({"createdb": {"app_clone"}}, "CREATEDB"),
+        ({"groups": {"app_clone": ["ops"]}}, "group ops"),
+        ({"roles": {"app_clone": [("sys:secadmin", False)]}}, 'role "sys:secadmin"'),
+        ({"roles": {"app": [("etl", False)], "app_clone": [("etl", True)]}}, "role etl WITH ADMIN OPTION"),
+        (
+            {"privileges": {"schema": {("app_clone", "app"): [("finance", "CREATE")]}}},
+            "CREATE ON SCHEMA finance",
+        ),
+        ({"privileges": {"db": {("app_clone", "app"): [("dev", "CREATE")]}}}, "CREATE ON DATABASE dev"),
+    ],
+)
+def test_a_pre_existing_clone_with_more_than_the_original_is_not_taken_over(
+    monkeypatch: pytest.MonkeyPatch, clone: dict[str, Any], named: str
+) -> None:
+    server = FakeRedshift(users={"app", "app_clone", "admin"}, **clone)
+    message = refused(
+        server, monkeypatch, PrivilegeError, "'app_clone' holds what 'app' does not", master=True
+    )
+    assert named in message
+
+
+def test_a_long_list_is_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = [(f"s.t{n:02}", "SELECT") for n in range(20)]
+    server = FakeRedshift(
+        users={"app", "app_clone", "admin"}, privileges={"table": {("app_clone", "app"): tables}}
+    )
+    message = refused(server, monkeypatch, PrivilegeError, "and 12 more", master=True)
+    assert "s.t07" in message and "s.t08" not in message
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ({"superusers": {"admin", "app"}}, "'app' is a superuser (CREATEUSER)"),
+        ({"roles": {"app": [("sys:dba", False)]}}, "administrative role 'sys:dba'"),
+        ({"roles": {"app": [("ops", False)]}, "admin_privilege_roles": ["ops"]}, "role 'ops'"),
+        (
+            {
+                "roles": {"app": [("team", False)]},
+                "role_grants": [("team", "leads"), ("leads", "sys:secadmin")],
+            },
+            "role 'sys:secadmin'",
+        ),
+    ],
+)
+def test_an_administrative_source_is_refused_unless_the_secret_opts_in(
+    monkeypatch: pytest.MonkeyPatch, source: dict[str, Any], named: str
+) -> None:
+    """Superuser (Redshift's CREATEUSER), and RBAC roles held directly or through other roles."""
+    message = refused(
+        FakeRedshift(**source), monkeypatch, PrivilegeError, "allow_privileged_user", master=True
+    )
+    assert named in message
+
+    opted_in = FakeRedshift(**source)
+    assert writes(set_secret(opted_in, monkeypatch, master=True, allow_privileged_user=True))[0] == (
+        f"CREATE USER app_clone PASSWORD '{NEW}'"
+    )
+
+
+def test_an_ordinary_rbac_role_is_not_administrative(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeRedshift(
+        roles={"app": [("reader", False)]},
+        role_grants=[("reader", "sys:monitor")],
+        admin_privilege_roles=["ops"],
+    )
+    assert "GRANT ROLE reader TO app_clone" in writes(set_secret(server, monkeypatch, master=True))
+
+
+def test_the_power_checks_run_on_the_masters_session_before_any_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = FakeRedshift(roles={"app": [("reader", False)]})
+    sent = set_secret(server, monkeypatch, master=True)
+    master = sent.index("-- login as admin")
+    first_write = sent.index(writes(sent)[0])
+    checks = [DIRECT_ROLES, ROLE_GRANTS, ADMIN_PRIVILEGE_ROLES]
+    assert all(master < min(i for i, s in enumerate(sent) if s.startswith(q)) < first_write for q in checks)
+
+
+def test_on_postgresql_no_rbac_view_is_read_for_the_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeRedshift(
+        version="PostgreSQL 15.18 (Debian 15.18-0+deb12u1)", users={"app", "app_clone", "admin"}
+    )
+    sent = set_secret(server, monkeypatch, master=True)
+    assert not any(q in s for s in sent for q in (ROLES, DIRECT_ROLES, ROLE_GRANTS, ADMIN_PRIVILEGE_ROLES))
+
+
+def test_each_login_uses_its_own_secrets_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app secret turned TLS off; the master still logs in with verified TLS, its own setting."""
+    seen: list[tuple[str, bool, str]] = []
+    server = FakeRedshift()
+
+    def login(**kwargs: Any) -> FakeRedshift:
+        seen.append((kwargs["user"], kwargs["ssl"], kwargs["sslmode"]))
+        return server.login(**kwargs)
+
+    monkeypatch.setattr(redshift, "GuardedConnection", login)
+    rotator, client = rotator_for("app", master=True, ssl=False)
+    pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), META))
+    client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
+    rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), META))
+    assert seen == [("app", False, "verify-ca"), ("admin", True, "verify-full")]
+
+
+def test_a_pending_version_that_lost_awspending_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeRedshift()
+    monkeypatch.setattr(FakeSecretsManager, "describe_secret", lambda self, **_: {
+        "ARN": META.arn, "Name": META.name, "VersionIdsToStages": {"v1": ["AWSCURRENT"], "v3": ["AWSPENDING"]}
+    })  # fmt: skip
+    refused(server, monkeypatch, VersionStageError, "lost AWSPENDING", master=True)
