@@ -246,3 +246,81 @@ def test_invoke_reads_each_function_as_sam_cli_itself_does(overrides: list[str])
             "variables": dict(spec.variables),
         }
         assert found == expected, logical_id
+
+
+# -- IAM: what each role may do with which secret and key ---------------------------------------------
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+MASTER = "arn:aws:secretsmanager:us-east-1:123456789012:secret:master-??????"
+
+
+def statements(template: SamTemplate) -> list[tuple[str, dict[str, Any]]]:
+    """Every IAM statement of the template (roles' inline policies and managed policies), resolved."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, resource in template.data["Resources"].items():
+        properties = resource.get("Properties", {})
+        documents = [p["PolicyDocument"] for p in properties.get("Policies", [])]
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            documents.append(properties["PolicyDocument"])
+        for document in documents:
+            found += [(name, s) for s in template.resolve(document)["Statement"]]
+    return found
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    listed = statement["Action"]
+    return [listed] if isinstance(listed, str) else list(listed)
+
+
+def test_every_database_role_is_postgresqls_with_its_own_function_name(template: SamTemplate) -> None:
+    """test_template_permissions.py measures PostgreSQL's role against real calls: this covers the rest."""
+    resources = template.data["Resources"]
+    model = json.dumps(resources["PostgreSQLRotatorRole"], sort_keys=True)
+    for engine, expected in ENGINES.items():
+        if expected.logical_id == "ApiKeyExampleRotator":
+            continue
+        role = json.dumps(resources[f"{expected.logical_id}Role"], sort_keys=True)
+        renamed = role.replace("${FunctionNamePrefix}-" + engine, "${FunctionNamePrefix}-postgresql")
+        assert renamed == model, engine
+
+
+def test_master_secrets_are_only_read_and_only_their_current_value() -> None:
+    without_keys = SamTemplate.load(TEMPLATE, {"MasterSecretArns": MASTER})
+    with_keys = SamTemplate.load(TEMPLATE, {"MasterSecretArns": MASTER, "KmsKeyArns": KMS_KEY})
+    (read,) = [s for name, s in statements(without_keys) if name == "MasterSecretsReadPolicy"]
+    assert read["Action"] == "secretsmanager:GetSecretValue", "no DescribeSecret, no write"
+    assert read["Resource"] == [MASTER]
+    assert read["Condition"] == {"ForAnyValue:StringEquals": {"secretsmanager:VersionStage": "AWSCURRENT"}}
+    read_with_keys, decrypt = [s for name, s in statements(with_keys) if name == "MasterSecretsReadPolicy"]
+    assert read_with_keys == read
+    assert decrypt["Action"] == "kms:Decrypt", "a master secret is never written"
+    assert decrypt["Resource"] == [KMS_KEY]
+    assert decrypt["Condition"]["StringLike"] == {"kms:EncryptionContext:SecretARN": [MASTER]}
+
+
+def test_kms_keys_serve_only_secrets_manager_and_only_for_secrets() -> None:
+    """As AWS's rotation examples: the SecretARN encryption context, through Secrets Manager only."""
+    template = SamTemplate.load(TEMPLATE, {"MasterSecretArns": MASTER, "KmsKeyArns": KMS_KEY})
+    every = statements(template)
+    kms = [(name, s) for name, s in every if any(a.startswith("kms:") for a in actions(s))]
+    assert {name for name, _ in kms} == {"KmsKeysPolicy", "MasterSecretsReadPolicy"}
+    for name, statement in kms:
+        assert statement["Resource"] == [KMS_KEY], name
+        condition = statement["Condition"]
+        assert condition["StringEquals"] == {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, name
+        assert set(condition) == {"StringEquals", "StringLike"}, name
+    (rotated,) = [s for name, s in kms if name == "KmsKeysPolicy"]
+    assert sorted(rotated["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"], "read and PutSecretValue"
+    rotatable = {s["Resource"] for _, s in every if "secretsmanager:PutSecretValue" in actions(s)}
+    assert rotatable == {"arn:aws:secretsmanager:us-east-1:123456789012:secret:*"}
+    assert rotated["Condition"]["StringLike"] == {"kms:EncryptionContext:SecretARN": rotatable.pop()}
+
+
+def test_the_api_key_example_role_gets_only_what_the_issuer_uses() -> None:
+    template = SamTemplate.load(
+        TEMPLATE, {"DeployApiKeyExample": "true", "MasterSecretArns": MASTER, "KmsKeyArns": KMS_KEY}
+    )
+    role = template.data["Resources"]["ApiKeyExampleRotatorRole"]["Properties"]
+    ours = [a for a in attached(template, role["ManagedPolicyArns"]) if isinstance(a, dict)]
+    assert ours == [{"Ref": "KmsKeysPolicy"}], "its own secrets' key, no master secret"
+    granted = {a for name, s in statements(template) if name.startswith("ApiKeyExample") for a in actions(s)}
+    assert "secretsmanager:GetRandomPassword" not in granted, "the service mints the keys"
