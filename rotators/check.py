@@ -98,22 +98,17 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
         master = yield from _master(rotator, store, secret)
         if master is None:
             return
-    # The user's own login proves AWSCURRENT; the last login is the one that will change passwords.
-    logins = [("user", secret)] + ([("master user", master)] if master else [])
-    problem: str | None = None
-    for who, login in logins:
-        try:
-            with rotator.connect(secret, login.username, login.password) as conn:
-                yield Check(
-                    f"{who} logs in", True, f"{login.username!r} over {rotator.transport(conn, secret)}"
-                )
-                if login is logins[-1][1]:
-                    problem = rotator.change_privileges(conn, secret.username, as_master=master is not None)
-        except RotationError as exc:
-            yield Check(
-                f"{who} logs in", False, str(exc), "fix the password, TLS settings (CA bundle) or network"
-            )
-            return
+    found = yield from _logins(rotator, secret, master)
+    if found is None:
+        return
+    problem, safety = found
+    if master is not None:
+        yield Check(
+            "master safety",
+            not safety,
+            "; ".join(safety) or "not the master's user; no power beyond the user's",
+            "see README: Security model" if safety else "",
+        )
     if problem is NOT_CHECKED:
         yield Check("privileges", None, f"not checked for {rotator.kind} yet")
     elif problem is None:
@@ -122,6 +117,44 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
         )
     else:
         yield Check("privileges", False, problem, "grant what is missing (see README: Two strategies)")
+
+
+def _logins(
+    rotator: DatabaseRotator[Any], secret: DatabaseSecret, master: DatabaseSecret | None
+) -> Generator[Check, None, tuple[str | None, list[str]] | None]:
+    """The user's own login proves AWSCURRENT; the last login is the one that will change
+    passwords. Each logs in with its own secret's settings: the master never with the app's.
+    Returns what the changing login lacks and what the master's safety rules refuse."""
+    logins = [("user", secret)] + ([("master user", master)] if master else [])
+    problem: str | None = None
+    safety: list[str] = []
+    for who, login in logins:
+        try:
+            if login is master:
+                session = rotator.master_session(login, secret)
+            else:
+                session = rotator.connect(login, login.username, login.password)
+            with session as conn:
+                yield Check(
+                    f"{who} logs in", True, f"{login.username!r} over {rotator.transport(conn, login)}"
+                )
+                if login is logins[-1][1]:
+                    problem = rotator.change_privileges(conn, secret.username, as_master=master is not None)
+                if login is master:
+                    named = rotator.master_user_named(secret, login)
+                    safety = [f"{named!r} is the master's own user"] if named else []
+                    try:
+                        admin, drift = rotator.power_problems(conn, secret)
+                    except RotationError as exc:  # e.g. a master that may not read the grants
+                        safety.append(str(exc))
+                    else:
+                        safety += admin + drift
+        except RotationError as exc:
+            yield Check(
+                f"{who} logs in", False, str(exc), "fix the password, TLS settings (CA bundle) or network"
+            )
+            return None
+    return problem, safety
 
 
 def _name_and_policy(rotator: DatabaseRotator[Any], secret: DatabaseSecret) -> Iterator[Check]:

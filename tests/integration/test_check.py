@@ -75,6 +75,32 @@ def test_a_good_alternating_secret_passes(
     assert "alternating users" in rows["secret format"]["detail"]
 
 
+def test_the_master_safety_rules_are_checked_before_rotation_is_on(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    user: tuple[str, str],
+    master: str,
+    new_password: Callable[[], str],
+    leak_check: Watched,
+) -> None:
+    """What setSecret would refuse, `check` reports: an administrative user, and the master's
+    own user as one of the pair; a master that logs in with its own TLS settings either way."""
+    arn = local_sm.create_secret(user[0], pg_secret(pg, *user, masterarn=master))
+    code, rows = check(leak_check, arn)
+    assert code == 0 and rows["master safety"]["passed"]
+    ops, password = f"ops_{user[0]}", new_password()
+    admin.create_role(ops, password, "CREATEROLE")
+    code, rows = check(
+        leak_check, local_sm.create_secret(ops, pg_secret(pg, ops, password, masterarn=master))
+    )
+    assert code == 1 and "is CREATEROLE" in rows["master safety"]["detail"]
+    theirs = local_sm.value(master, "AWSCURRENT")
+    itself = pg_secret(pg, theirs["username"], theirs["password"], masterarn=master)
+    code, rows = check(leak_check, local_sm.create_secret(f"self-{user[0]}", itself))
+    assert code == 1 and "is the master's own user" in rows["master safety"]["detail"]
+
+
 def test_a_wrong_password_fails_the_login(
     local_sm: LocalSecretsManager, pg: PostgresServer, user: tuple[str, str], leak_check: Watched
 ) -> None:
@@ -191,7 +217,7 @@ def test_mariadb_good_secrets_pass_in_both_strategies(
 ) -> None:
     user, password = role_name, "Init-" + role_name
     master, master_password = f"m_{role_name}", "Master-" + role_name
-    mariadb_admin.create_user(user, password, "SELECT ON *.*")
+    mariadb_admin.create_user(user, password, f"SELECT ON `{role_name}`.*")
     mariadb_admin.create_user(master, master_password, "ALL PRIVILEGES ON *.*")
     mariadb_admin.sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (master, "127.0.0.1"))
     single = mysql_sm.create_secret(user, mysql_secret(mariadb, user, password))
