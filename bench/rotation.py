@@ -137,6 +137,19 @@ AWS_SAMPLE = (
     "DescribeSecret 5, GetSecretValue 6, GetRandomPassword 1, PutSecretValue 1, "
     "UpdateSecretVersionStage 1 | 3-4 | - |"
 )
+# What the Security model (README) adds to the counts above, and the attack each closes.
+SAFETY_COSTS = [
+    ("1 `DescribeSecret`", "both", "setSecret, right before the change",
+     "a superseded setSecret changing the password"),
+    ("1 `UpdateSecretVersionStage` (`ROTATORS_TESTED`)", "both", "testSecret",
+     "finishSecret moving AWSCURRENT to an untested version"),
+    ("1 connection (AWSCURRENT logs in)", "alternating", "setSecret, before the master acts",
+     "the master acting for a user the writer cannot log in as"),
+    ("0: queries on the master's connection", "alternating", "setSecret",
+     "the master's own user, a clone with more power, an unrelated `_clone`"),
+    ("1 connection, only when privileges drifted", "alternating", "setSecret",
+     "(AWSPREVIOUS proves the user before the drift is put right)"),
+]  # fmt: skip
 
 
 def main() -> int:
@@ -169,6 +182,9 @@ def main() -> int:
                 name = "alternating users" if alternating else "single user"
                 print(f"| {name} | {sum(calls.values())} | {by_op} | {conns} | {median:.1f} ms |")
             print(AWS_SAMPLE)
+            print("\n| added by the Security model | strategy | step | closes |\n|---|---|---|---|")
+            for row in SAFETY_COSTS:
+                print(f"| {' | '.join(row)} |")
             result = fleet(bench, args.fleet, args.workers)
             print("\n| fleet | secrets | workers | seconds | rotations/s | failures | API calls per secret |")
             print("|---|---|---|---|---|---|---|")
