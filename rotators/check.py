@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import rotators.engines
 from rotators.database import NOT_CHECKED, DatabaseRotator, DatabaseSecret
-from rotators.errors import RotationError, SecretFormatError
+from rotators.errors import RotationError, SecretFormatError, clipped, shown
 from rotators.secrets import AWSCURRENT, SecretStore
 
-# The secret's `engine` value -> the engine module that rotates it.
-ENGINE_MODULES = {
-    "postgres": "postgresql",
-    "postgresql": "postgresql",
-    "aurora-postgresql": "postgresql",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "aurora-mysql": "mysql",
-    "redshift": "redshift",
-    "redshift-serverless": "redshift",
-    "oracle": "oracle",
-    "mongo": "documentdb",
-    "documentdb": "documentdb",
-}
+# Each engine module's name is also the name of its extra (rotators[<module>]).
+ENGINE_MODULE_NAMES = tuple(sorted(m.name for m in pkgutil.iter_modules(rotators.engines.__path__)))
 
 
 @dataclass(frozen=True)
@@ -52,6 +42,27 @@ def rotator_for(engine_module: str) -> DatabaseRotator[Any]:
     rotator = module.handler.__self__
     assert isinstance(rotator, DatabaseRotator)
     return rotator
+
+
+def rotator_serving(engine: str) -> DatabaseRotator[Any]:
+    """The rotator whose handler accepts this `engine` value (its class's `engines`), or the
+    engine module of that name: the map is the handlers' own, so check and rotation agree."""
+    if engine in ENGINE_MODULE_NAMES:
+        return rotator_for(engine)
+    missing: list[str] = []
+    for name in ENGINE_MODULE_NAMES:
+        try:
+            rotator = rotator_for(name)
+        except RotationError:  # its driver is not installed
+            missing.append(name)
+            continue
+        if engine in rotator.engines:
+            return rotator
+    hint = f"; the rotators for {', '.join(missing)} lack their driver: install rotators[<name>]"
+    raise RotationError(
+        f"No rotator serves engine {shown(engine, 60)}: use one of the engine values in README: "
+        f"Engines{hint if missing else ''}"
+    )
 
 
 def run_checks(secret_id: str, engine: str | None = None, store: SecretStore | None = None) -> list[Check]:
@@ -83,14 +94,17 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
         yield Check("engine", False, "the secret has no known 'engine'", "pass --engine or set 'engine'")
         return
     try:
-        rotator = rotator_for(ENGINE_MODULES.get(module, module))
+        rotator = rotator_serving(module)
         secret = rotator.parse(text, where=f"the AWSCURRENT version of {meta.name!r}")
     except RotationError as exc:
         yield Check("secret format", False, str(exc), "fix the secret JSON (see README: The secret)")
         return
     strategy = "alternating users" if secret.masterarn else "single user"
     yield Check(
-        "secret format", True, f"{rotator.kind}, {strategy}, {secret.host}:{secret.port}/{secret.dbname}"
+        "secret format",
+        True,
+        f"{rotator.kind}, {strategy}, {clipped(secret.host, 200)}:{secret.port}/"
+        f"{clipped(secret.dbname, 200)}",
     )
     yield from _name_and_policy(rotator, secret)
     master = None
@@ -136,13 +150,13 @@ def _logins(
                 session = rotator.connect(login, login.username, login.password)
             with session as conn:
                 yield Check(
-                    f"{who} logs in", True, f"{login.username!r} over {rotator.transport(conn, login)}"
+                    f"{who} logs in", True, f"{shown(login.username)} over {rotator.transport(conn, login)}"
                 )
                 if login is logins[-1][1]:
                     problem = rotator.change_privileges(conn, secret.username, as_master=master is not None)
                 if login is master:
                     named = rotator.master_user_named(secret, login)
-                    safety = [f"{named!r} is the master's own user"] if named else []
+                    safety = [f"{shown(named)} is the master's own user"] if named else []
                     try:
                         admin, drift = rotator.power_problems(conn, secret)
                     except RotationError as exc:  # e.g. a master that may not read the grants
@@ -165,7 +179,7 @@ def _name_and_policy(rotator: DatabaseRotator[Any], secret: DatabaseSecret) -> I
         except SecretFormatError as exc:
             yield Check("user names", False, str(exc), "shorten the user name so that its clone name fits")
         else:
-            yield Check("user names", True, f"{secret.username!r} and {partner!r} alternate")
+            yield Check("user names", True, f"{shown(secret.username)} and {shown(partner)} alternate")
     try:
         policy = rotator.password_policy()
     except RotationError as exc:
@@ -195,18 +209,19 @@ def _master(
         yield Check(
             "master secret",
             False,
-            f"points at {master.host}:{master.port}, not {secret.host}:{secret.port}",
+            f"points at {clipped(master.host, 200)}:{master.port}, "
+            f"not {clipped(secret.host, 200)}:{secret.port}",
             "the master secret must name the same host and port",
         )
         return None
-    yield Check("master secret", True, f"{master.username!r} on the same host")
+    yield Check("master secret", True, f"{shown(master.username)} on the same host")
     return master
 
 
 def _engine_of(text: str) -> str | None:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # the rotator's own parse says what is wrong
         return None
     engine = value.get("engine") if isinstance(value, dict) else None
     return engine if isinstance(engine, str) else None

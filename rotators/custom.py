@@ -98,7 +98,7 @@ class CustomRotator(Rotator[JsonSecret]):
 
     kind = "custom"
     #: The key whose value rotates. It is never logged, and scrubbed from every error message.
-    secret_key: ClassVar[str] = "api_key"
+    secret_key: ClassVar[str] = "api_key"  # noqa: S105 - the name of a JSON key, not its value
     #: Other keys every version must hold as non-empty strings (e.g. "endpoint").
     required: ClassVar[tuple[str, ...]] = ()
     #: Whether AWSPREVIOUS still works after a rotation (the conformance kit reads this).

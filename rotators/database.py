@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 from abc import abstractmethod
 from collections.abc import Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -18,10 +18,15 @@ from rotators.errors import (
     SecretNotFoundError,
     SecretTestError,
     TargetMismatchError,
+    shown,
 )
 from rotators.log import logger, tracer
-from rotators.rotation import RotationContext, Rotator
+from rotators.rotation import MAX_DEPTH, RotationContext, Rotator, deeper_than
 from rotators.secrets import AWSCURRENT, PasswordPolicy
+from rotators.settings import TLS_MODES, ConnectTimeout, env_bool, exclude_characters, password_length
+from rotators.settings import ca_bundle as ca_bundle_setting
+from rotators.settings import connect_timeout as connect_timeout_setting
+from rotators.settings import sslmode as sslmode_setting
 
 Conn = TypeVar("Conn")
 
@@ -31,6 +36,14 @@ ALLOW_PRIVILEGED_KEY = "allow_privileged_user"
 NOT_CHECKED = "not checked"  # change_privileges of an engine that cannot tell
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+# The keys the rotator reads; a control character in any of them is refused (a NUL cut libpq's
+# connection string short, dropping the password and TLS settings after it).
+_READ_KEYS = (
+    "engine", "host", "port", "username", "password", "dbname", "masterarn",
+    "ssl", "sslmode", "sslrootcert", ALLOW_PRIVILEGED_KEY,
+)  # fmt: skip
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: int() also reads Arabic-Indic digits
 
 
 class LoginRefusedError(LoginError):
@@ -93,10 +106,19 @@ def parse_database_secret(
     """Validate a secret string; every message names the key and never the value."""
     try:
         raw = json.loads(text)
+    except RecursionError:
+        raise SecretFormatError(f"{where} is nested more than {MAX_DEPTH} levels deep") from None
     except ValueError:
         raise SecretFormatError(f"{where} is not valid JSON: store a JSON object") from None
+    if deeper_than(raw, MAX_DEPTH):
+        raise SecretFormatError(f"{where} is nested more than {MAX_DEPTH} levels deep")
     if not isinstance(raw, dict):
         raise SecretFormatError(f"{where} must be a JSON object with host, username and password")
+    for key in _READ_KEYS:
+        if isinstance(raw.get(key), str) and _CONTROL.search(raw[key]):
+            raise SecretFormatError(
+                f"Key {key!r} in {where} holds a control character (NUL, newline, tab ...): remove it"
+            )
     missing = [k for k in ("engine", "host", "username", "password") if not raw.get(k)]
     if missing:
         raise SecretFormatError(f"{where} lacks {', '.join(repr(k) for k in missing)}")
@@ -106,17 +128,10 @@ def parse_database_secret(
     engine = raw["engine"]
     if engine not in engines:
         raise SecretFormatError(
-            f"{where} is for engine {engine!r}, but this rotator serves {sorted(engines)}: {handler_hint}"
+            f"{where} is for engine {shown(engine, 60)}, but this rotator serves {sorted(engines)}: "
+            f"{handler_hint}"
         )
-    port_value = raw.get("port", default_port)
-    try:
-        if isinstance(port_value, bool) or not isinstance(port_value, int | str):
-            raise ValueError
-        port = int(port_value)
-    except (TypeError, ValueError):
-        raise SecretFormatError(f"Key 'port' in {where} must be a number") from None
-    if not 0 < port < 65536:
-        raise SecretFormatError(f"Key 'port' in {where} must be between 1 and 65535")
+    port = _port(raw.get("port", default_port), where)
     tls = TlsSettings(
         enabled=_as_bool(raw.get("ssl", True), key="ssl", where=where),
         mode=_optional_str(raw, "sslmode", where),
@@ -138,14 +153,24 @@ def parse_database_secret(
     )
 
 
+def _port(value: object, where: str) -> int:
+    """A JSON number, or a string of ASCII digits (int() would also read Arabic-Indic ones)."""
+    if isinstance(value, str) and _PORT.fullmatch(value):
+        port = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        port = value
+    else:
+        raise SecretFormatError(f"Key 'port' in {where} must be a number (ASCII digits)")
+    if not 0 < port < 65536:
+        raise SecretFormatError(f"Key 'port' in {where} must be between 1 and 65535")
+    return port
+
+
 def _optional_str(raw: Mapping[str, Any], key: str, where: str) -> str | None:
     value = raw.get(key)
     if value is None or isinstance(value, str):
         return value or None
     raise SecretFormatError(f"Key {key!r} in {where} must be a string")
-
-
-TLS_MODES = ("require", "verify-ca", "verify-full")
 
 
 def tls_mode(secret: DatabaseSecret) -> str | None:
@@ -157,10 +182,10 @@ def tls_mode(secret: DatabaseSecret) -> str | None:
     """
     if not secret.tls.enabled or secret.tls.mode == "disable":
         return None
-    mode = secret.tls.mode or os.environ.get("ROTATORS_SSLMODE") or "verify-full"
+    mode = secret.tls.mode or sslmode_setting() or "verify-full"
     if mode not in TLS_MODES:
         raise ConfigurationError(
-            f"sslmode {mode!r} is not accepted: use require, verify-ca or verify-full, or put "
+            f"sslmode {shown(mode, 40)} is not accepted: use require, verify-ca or verify-full, or put "
             '"ssl": false in the secret to connect without TLS'
         )
     return mode
@@ -168,7 +193,7 @@ def tls_mode(secret: DatabaseSecret) -> str | None:
 
 def ca_bundle(secret: DatabaseSecret) -> str | None:
     """The CA bundle path (`sslrootcert`, else ROTATORS_CA_BUNDLE); None means the system store."""
-    path = secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE") or None
+    path = secret.tls.ca_bundle or ca_bundle_setting()
     return None if path == "system" else path
 
 
@@ -182,25 +207,6 @@ def weaker_tls(secret: DatabaseSecret, than: DatabaseSecret) -> bool:
     if _TLS_STRENGTH[mode] < _TLS_STRENGTH[floor]:
         return True
     return _TLS_STRENGTH[floor] >= _TLS_STRENGTH["verify-ca"] and ca_bundle(secret) != ca_bundle(than)
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigurationError(f"Environment variable {name} must be true or false")
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigurationError(f"Environment variable {name} must be a whole number") from None
 
 
 def _log_strategy(secret: DatabaseSecret) -> None:
@@ -300,18 +306,20 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
 
     def password_policy(self) -> PasswordPolicy:
         """The engine's defaults, overridden by the variables AWS's own functions read."""
-        policy = PasswordPolicy(
-            length=_env_int("PASSWORD_LENGTH", self.password_length),
-            exclude_characters=os.environ.get("EXCLUDE_CHARACTERS", self.excluded_characters),
-            exclude_numbers=_env_bool("EXCLUDE_NUMBERS", False),
-            exclude_punctuation=_env_bool("EXCLUDE_PUNCTUATION", False),
-            exclude_uppercase=_env_bool("EXCLUDE_UPPERCASE", False),
-            exclude_lowercase=_env_bool("EXCLUDE_LOWERCASE", False),
-            require_each_included_type=_env_bool("REQUIRE_EACH_INCLUDED_TYPE", True),
+        return PasswordPolicy(
+            length=password_length(self.password_length),
+            exclude_characters=exclude_characters(self.excluded_characters),
+            exclude_numbers=env_bool("EXCLUDE_NUMBERS", False),
+            exclude_punctuation=env_bool("EXCLUDE_PUNCTUATION", False),
+            exclude_uppercase=env_bool("EXCLUDE_UPPERCASE", False),
+            exclude_lowercase=env_bool("EXCLUDE_LOWERCASE", False),
+            require_each_included_type=env_bool("REQUIRE_EACH_INCLUDED_TYPE", True),
         )
-        if not 8 <= policy.length <= 4096:
-            raise ConfigurationError("PASSWORD_LENGTH must be between 8 and 4096")
-        return policy
+
+    @staticmethod
+    def connect_timeout() -> ConnectTimeout:
+        """DB_CONNECT_TIMEOUT, parsed by rotators.settings; an engine takes it in its driver's unit."""
+        return connect_timeout_setting()
 
     # -- the hooks ------------------------------------------------------------------------
     def make_pending(self, ctx: RotationContext[DatabaseSecret]) -> DatabaseSecret:
@@ -335,8 +343,8 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         (`current` says which server flavour the name is for)."""
         if len(username.encode()) > self.max_username_bytes:
             raise SecretFormatError(
-                f"User name {username!r} is longer than {self.max_username_bytes} bytes, the limit "
-                f"of {self.kind}: shorten {current.username!r} so that its clone name fits"
+                f"User name {shown(username)} is longer than {self.max_username_bytes} bytes, the limit "
+                f"of {self.kind}: shorten {shown(current.username)} so that its clone name fits"
             )
 
     def set_pending(self, ctx: RotationContext[DatabaseSecret]) -> None:
@@ -360,23 +368,23 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         _log_strategy(pending)
         if pending.target != current.target or pending.masterarn != current.masterarn:
             raise TargetMismatchError(
-                f"The AWSPENDING version of {ctx.secret_id!r} points at another server, database or "
+                f"The AWSPENDING version of {shown(ctx.secret_id)} points at another server, database or "
                 "master secret than AWSCURRENT: cancel this rotation and fix the pending version"
             )
         if weaker_tls(pending, current):
             raise TargetMismatchError(
-                f"The AWSPENDING version of {ctx.secret_id!r} asks for weaker TLS than AWSCURRENT "
+                f"The AWSPENDING version of {shown(ctx.secret_id)} asks for weaker TLS than AWSCURRENT "
                 "(ssl, sslmode or sslrootcert): cancel this rotation and fix the pending version"
             )
         if not pending.masterarn and pending.username != current.username:
             raise TargetMismatchError(
-                f"The AWSPENDING version of {ctx.secret_id!r} names another user than AWSCURRENT "
+                f"The AWSPENDING version of {shown(ctx.secret_id)} names another user than AWSCURRENT "
                 "in single-user rotation: cancel this rotation and fix the pending version"
             )
         if pending.masterarn and pending.username != self.partner(current.username):
             raise TargetMismatchError(
-                f"The AWSPENDING version of {ctx.secret_id!r} names another user than the partner "
-                f"of {current.username!r} in alternating rotation: cancel this rotation and fix the "
+                f"The AWSPENDING version of {shown(ctx.secret_id)} names another user than the partner "
+                f"of {shown(current.username)} in alternating rotation: cancel this rotation and fix the "
                 "pending version"
             )
         return pending
@@ -396,8 +404,8 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
             except LoginRefusedError:
                 logger.info(f"{label} does not log in: trying the next staged version")
         raise LoginError(
-            f"No staged version of {ctx.secret_id!r} (AWSCURRENT, AWSPENDING, AWSPREVIOUS) logs in "
-            f"as {pending.username!r}: the password was changed outside Secrets Manager; reset it "
+            f"No staged version of {shown(ctx.secret_id)} (AWSCURRENT, AWSPENDING, AWSPREVIOUS) logs in "
+            f"as {shown(pending.username)}: the password was changed outside Secrets Manager; reset it "
             "to the AWSCURRENT value (or put the working one as AWSCURRENT) and rotate again"
         )
 
@@ -430,20 +438,20 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         master = self._master(ctx, pending)
         if name := self.master_user_named(current, master):
             raise TargetMismatchError(
-                f"{ctx.secret_id!r} names {name!r}, the master user of {pending.masterarn!r}, as one "
-                "of its alternating users: a master never changes its own password this way; give "
-                "the application its own user"
+                f"{shown(ctx.secret_id)} names {shown(name)}, the master user of "
+                f"{shown(pending.masterarn)}, as one of its alternating users: a master never changes "
+                "its own password this way; give the application its own user"
             )
         if not self._current_logs_in(ctx, pending):
             return
         with self._as_master(master, pending) as conn:
             admin, drift = self.power_problems(conn, current)
             if drift and self._previous_proves(ctx, pending):
-                logger.info(f"AWSPREVIOUS logs in as {pending.username!r}: its privileges are put right")
+                logger.info(f"AWSPREVIOUS logs in as {shown(pending.username)}: its privileges are put right")
                 drift = []
             if admin or drift:
                 raise PrivilegeError(
-                    f"Alternating rotation of {ctx.secret_id!r} refused, nothing changed: "
+                    f"Alternating rotation of {shown(ctx.secret_id)} refused, nothing changed: "
                     f"{'; '.join(admin + drift)[:600]}. Fix the users, rotate this secret as a single "
                     f'user, or, for a user that is meant to be administrative, put "{ALLOW_PRIVILEGED_KEY}'
                     '": true in the secret (README: Security model)'
@@ -453,7 +461,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 self.clone_user(conn, current.username, pending.username, pending.password)
             else:
                 self.set_password(conn, pending.username, pending.password)
-        logger.info(f"password of {pending.username!r} set by the master user")
+        logger.info(f"password of {shown(pending.username)} set by the master user")
 
     # -- the master's safety rules, shared with `rotators check` ---------------------------------
     def master_user_named(self, current: DatabaseSecret, master: DatabaseSecret) -> str | None:
@@ -483,15 +491,16 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 with self.connect(login, login.username, login.password) as conn:
                     self.probe(conn, login.username)
             except (LoginRefusedError, SecretTestError):
-                logger.info(f"{label} does not log in as {login.username!r}")
+                logger.info(f"{label} does not log in as {shown(login.username)}")
                 continue
             if login is pending:
                 logger.info("pending already accepted by the database: nothing to set")
             return login is current
         raise LoginError(
-            f"The AWSCURRENT version of {ctx.secret_id!r} does not log in as {current.username!r}, so "
-            "the master changes nothing (a master acts only for a user whose current password is "
-            "proven): put the working password in AWSCURRENT, then rotate again"
+            f"The AWSCURRENT version of {shown(ctx.secret_id)} does not log in as "
+            f"{shown(current.username)}, so the master changes nothing (a master acts only for a "
+            "user whose current password is proven): put the working password in AWSCURRENT, then "
+            "rotate again"
         )
 
     def _previous_proves(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> bool:
@@ -519,24 +528,24 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 conn = stack.enter_context(self.master_session(master, pending))
             except LoginRefusedError:
                 raise LoginError(
-                    f"The master secret {pending.masterarn!r} (AWSCURRENT) does not log in as "
-                    f"{master.username!r}: fix the master secret, then retry the rotation"
+                    f"The master secret {shown(pending.masterarn)} (AWSCURRENT) does not log in as "
+                    f"{shown(master.username)}: fix the master secret, then retry the rotation"
                 ) from None
             yield conn
 
     def _master(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> DatabaseSecret:
         assert pending.masterarn is not None
-        where = f"the master secret {pending.masterarn!r}"
+        where = f"the master secret {shown(pending.masterarn)}"
         try:
             text = self.store.get(pending.masterarn, stage=AWSCURRENT)
         except SecretNotFoundError:
             raise SecretNotFoundError(
-                f"{where}, named by 'masterarn' in {ctx.secret_id!r}, does not exist or has no "
+                f"{where}, named by 'masterarn' in {shown(ctx.secret_id)}, does not exist or has no "
                 "AWSCURRENT value: fix 'masterarn' or create the master secret"
             ) from None
         except Exception as exc:  # deleted, access denied: the SDK's message holds no secret
             raise SecretNotFoundError(
-                f"{where}, named by 'masterarn' in {ctx.secret_id!r}, cannot be read ({exc}): restore "
+                f"{where}, named by 'masterarn' in {shown(ctx.secret_id)}, cannot be read ({exc}): restore "
                 "it or let this rotator read it"
             ) from None
         ctx.remember(text)
@@ -544,7 +553,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         ctx.remember(master.password)
         if (master.host.lower(), master.port) != (pending.host.lower(), pending.port):
             raise TargetMismatchError(
-                f"{where} points at another server than {ctx.secret_id!r}: the master secret must "
+                f"{where} points at another server than {shown(ctx.secret_id)}: the master secret must "
                 "name the same host and port"
             )
         return master

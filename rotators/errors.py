@@ -5,6 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 REDACTED = "<redacted>"
+# A value quoted in a message (a SecretId, token, user name, host) is cut to this many characters,
+# and a whole message to MAX_MESSAGE: hostile input must not make a megabyte error or log line.
+SHOWN_CHARS = 200
+MAX_MESSAGE = 1000
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """The repr of a value to quote in a message, cut to about `limit` characters with an
+    ellipsis and the original length. repr escapes control characters, so a newline in a host
+    name cannot forge a second log line."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def clipped(text: str, limit: int = MAX_MESSAGE) -> str:
+    """A message cut to `limit` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    tail = f"… ({len(text)} characters)"
+    return text[: limit - len(tail)] + tail
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -28,7 +50,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 class RotationError(Exception):
-    """Base of every error this framework raises on purpose."""
+    """Base of every error this framework raises on purpose; its message is at most
+    MAX_MESSAGE characters, whatever the values it quotes."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(clipped(str(message)), *args)
 
 
 class EventError(RotationError):

@@ -6,6 +6,7 @@ and fills three hooks: make the pending value, apply it to the target, test it.
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -23,12 +24,51 @@ from rotators.errors import (
     RotationNotEnabledError,
     SecretNotFoundError,
     VersionStageError,
+    clipped,
     redact,
+    shown,
 )
 from rotators.log import logger, metrics, tracer
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, ROTATORS_TESTED, SecretMeta, SecretStore
 
 S = TypeVar("S")
+
+# Bounds of what a rotator reads: JSON nesting (a secret or the event) and the event's fields,
+# as Secrets Manager's API bounds them (SecretId 2,048 characters, ClientRequestToken 64).
+MAX_DEPTH = 32
+MAX_SECRET_ID = 2048
+MAX_TOKEN = 64
+MAX_ROTATION_TOKEN = 4096
+MAX_EVENT_CHARS = 16_384
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+
+
+def deeper_than(value: object, limit: int) -> bool:
+    """Whether parsed JSON nests more than `limit` arrays or objects; iterative, so a hostile
+    value cannot raise RecursionError here."""
+    todo: list[tuple[object, int]] = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, Mapping | list | tuple):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            todo.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _size(value: object) -> int:
+    """About how many characters the value takes as JSON (strings and keys counted)."""
+    total, todo = 0, [value]
+    while todo and total <= MAX_EVENT_CHARS:
+        item = todo.pop()
+        if isinstance(item, Mapping):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+        total += len(item) if isinstance(item, str) else 1
+    return total
 
 
 class Step(StrEnum):
@@ -37,15 +77,23 @@ class Step(StrEnum):
     TEST = "testSecret"
     FINISH = "finishSecret"
 
+    @property
+    def snake_case(self) -> str:
+        """`create_secret`: the spelling some AWS documentation shows."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.value).lower()
+
     @classmethod
     def parse(cls, raw: object) -> Step:
-        """Accept `createSecret` and the `create_secret` spelling some AWS docs show."""
-        wanted = str(raw).replace("_", "").lower()
+        """Exactly as Secrets Manager sends it (`createSecret`), or the documented `create_secret`;
+        any other spelling is refused, so no two spellings of one event run different code."""
         for step in cls:
-            if step.value.lower() == wanted:
+            if raw in (step.value, step.snake_case):
                 return step
         choices = ", ".join(s.value for s in cls)
-        raise EventError(f"Unknown rotation Step {str(raw)[:40]!r}: expected one of {choices}")
+        raise EventError(
+            f"Unknown rotation Step {shown(raw, 40)}: expected one of {choices} (as Secrets Manager "
+            "sends it; create_secret and the like are accepted too)"
+        )
 
 
 @dataclass(frozen=True)
@@ -61,6 +109,13 @@ class RotationEvent:
     def parse(cls, raw: Mapping[str, Any]) -> RotationEvent:
         if not isinstance(raw, Mapping):
             raise EventError("The event is not a JSON object: expected SecretId, ClientRequestToken, Step")
+        if deeper_than(raw, MAX_DEPTH):
+            raise EventError(f"The event is nested more than {MAX_DEPTH} levels deep: not a rotation event")
+        if _size(raw) > MAX_EVENT_CHARS:
+            raise EventError(
+                f"The event is larger than {MAX_EVENT_CHARS} characters: a rotation event holds "
+                "SecretId, ClientRequestToken, Step and RotationToken only"
+            )
         missing = [k for k in ("SecretId", "ClientRequestToken", "Step") if not raw.get(k)]
         if missing:
             raise EventError(
@@ -68,12 +123,18 @@ class RotationEvent:
                 "SecretId, ClientRequestToken and Step (see events/ for samples)"
             )
         event = SecretsManagerEvent(dict(raw))
-        for key in ("SecretId", "ClientRequestToken"):
-            if not isinstance(raw[key], str):
+        limits = {"SecretId": MAX_SECRET_ID, "ClientRequestToken": MAX_TOKEN, "Step": 40}
+        if raw.get("RotationToken") is not None:
+            limits["RotationToken"] = MAX_ROTATION_TOKEN
+        for key, limit in limits.items():
+            value = raw[key]
+            if not isinstance(value, str):
                 raise EventError(f"The event's {key} must be a string")
+            if len(value) > limit:
+                raise EventError(f"The event's {key} is longer than {limit} characters ({len(value)})")
+            if _CONTROL.search(value):
+                raise EventError(f"The event's {key} holds a control character (NUL, newline ...)")
         rotation_token = raw.get("RotationToken")
-        if rotation_token is not None and not isinstance(rotation_token, str):
-            raise EventError("The event's RotationToken must be a string")
         return cls(
             secret_id=event.secret_id,
             token=event.client_request_token,
@@ -113,7 +174,7 @@ class RotationContext(Generic[S]):
     def _read(self, stage: str, version_id: str | None = None) -> S:
         text = self.store.get(self.secret_id, stage=stage, version_id=version_id)
         self.remember(text)
-        value = self.rotator.parse(text, where=f"the {stage} version of {self.secret_id!r}")
+        value = self.rotator.parse(text, where=f"the {stage} version of {shown(self.secret_id)}")
         self.remember(*self.rotator.sensitive_values(value))
         return value
 
@@ -123,8 +184,8 @@ class RotationContext(Generic[S]):
         meta = self.store.describe(self.secret_id)
         if AWSPENDING not in meta.stages_of(self.event.token):
             raise VersionStageError(
-                f"Version {self.event.token} of {meta.name!r} lost AWSPENDING while this step ran: a "
-                "newer rotation superseded it, so nothing was changed"
+                f"Version {shown(self.event.token)} of {shown(meta.name)} lost AWSPENDING while this "
+                "step ran: a newer rotation superseded it, so nothing was changed"
             )
 
     def remember(self, *sensitive: str) -> None:
@@ -219,7 +280,7 @@ class Rotator(ABC, Generic[S]):
             logger.error(f"{event.step.value} failed: {exc}", extra={"error": type(exc).__name__})
             raise
         except Exception as exc:  # a driver or SDK error: scrub it, then raise it typed
-            message = ctx.scrub(str(exc)) if ctx else redact(str(exc), [])
+            message = clipped(ctx.scrub(str(exc)) if ctx else redact(str(exc), []), 600)
             logger.error(f"{event.step.value} failed: {message}", extra={"error": type(exc).__name__})
             raise RotationError(f"{event.step.value} failed: {type(exc).__name__}: {message}") from None
 
@@ -228,13 +289,13 @@ class Rotator(ABC, Generic[S]):
         meta, token = ctx.meta, ctx.event.token
         if not meta.rotation_enabled:
             raise RotationNotEnabledError(
-                f"Rotation is not enabled for {meta.name!r}: turn it on with "
+                f"Rotation is not enabled for {shown(meta.name)}: turn it on with "
                 "`aws secretsmanager rotate-secret --rotation-lambda-arn ...` before invoking steps"
             )
         if token not in meta.versions:
             raise VersionStageError(
-                f"Version {token} is not a version of {meta.name!r}: the ClientRequestToken must be "
-                "the version Secrets Manager created when the rotation started"
+                f"Version {shown(token)} is not a version of {shown(meta.name)}: the ClientRequestToken "
+                "must be the version Secrets Manager created when the rotation started"
             )
         stages = meta.stages_of(token)
         if AWSCURRENT in stages:
@@ -244,8 +305,8 @@ class Rotator(ABC, Generic[S]):
             return False
         if AWSPENDING not in stages:
             raise VersionStageError(
-                f"Version {token} of {meta.name!r} is not AWSPENDING: this rotation was superseded "
-                "or abandoned; start a new one with `aws secretsmanager rotate-secret`"
+                f"Version {shown(token)} of {shown(meta.name)} is not AWSPENDING: this rotation was "
+                "superseded or abandoned; start a new one with `aws secretsmanager rotate-secret`"
             )
         return True
 
@@ -299,7 +360,7 @@ class Rotator(ABC, Generic[S]):
         token = ctx.event.token
         current = ctx.meta.version_with(AWSCURRENT)
         if current is None:
-            raise SecretNotFoundError(f"Secret {ctx.meta.name!r} has no AWSCURRENT version")
+            raise SecretNotFoundError(f"Secret {shown(ctx.meta.name)} has no AWSCURRENT version")
         if ROTATORS_TESTED not in ctx.meta.stages_of(token):
             # finishSecret without a passed testSecret (called out of order, or a rotation begun
             # by an older release): AWSCURRENT moves only to a version that was tested.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from rotators.errors import SecretNotFoundError
+from rotators.errors import SecretNotFoundError, shown
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -106,7 +106,7 @@ class SecretStore:
         except Exception as exc:
             if _error_code(exc) == "ResourceNotFoundException":
                 raise SecretNotFoundError(
-                    f"Secret {secret_id!r} does not exist: check the SecretId and the region"
+                    f"Secret {shown(secret_id)} does not exist: check the SecretId and the region"
                 ) from None
             raise
         return SecretMeta(
@@ -122,8 +122,8 @@ class SecretStore:
         """Read by explicit stage (and version): an unstaged read may return a stale value."""
         value = self.find(secret_id, stage=stage, version_id=version_id)
         if value is None:
-            which = f"version {version_id} " if version_id else ""
-            raise SecretNotFoundError(f"Secret {secret_id!r} has no {which}value labelled {stage}")
+            which = f"version {shown(version_id)} " if version_id else ""
+            raise SecretNotFoundError(f"Secret {shown(secret_id)} has no {which}value labelled {stage}")
         return value
 
     def find(self, secret_id: str, *, stage: str, version_id: str | None = None) -> str | None:
@@ -141,7 +141,7 @@ class SecretStore:
             raise
         if "SecretString" not in found:
             raise SecretNotFoundError(
-                f"Secret {secret_id!r} holds binary data; rotators rotate SecretString values"
+                f"Secret {shown(secret_id)} holds binary data; rotators rotate SecretString values"
             )
         self._remember(secret_id, found["VersionId"], found["SecretString"])
         return found["SecretString"]

@@ -34,6 +34,7 @@ from rotators.errors import (
     SecretFormatError,
     SecretTestError,
     redact,
+    shown,
 )
 from rotators.log import logger
 
@@ -140,9 +141,10 @@ class DocumentDBRotator(DatabaseRotator[Session]):
                 db.command("ping")  # checks out a connection, which logs in
             except OperationFailure as exc:
                 if exc.code == _AUTHENTICATION_FAILED:
-                    raise LoginRefusedError(f"{dialect.name} refused the login of {username!r}") from None
+                    refused = f"{dialect.name} refused the login of {shown(username)}"
+                    raise LoginRefusedError(refused) from None
                 raise DatabaseUnavailableError(
-                    f"{dialect.name} at {secret.host}:{secret.port} failed a ping as {username!r}: "
+                    f"{dialect.name} at {secret.host}:{secret.port} failed a ping as {shown(username)}: "
                     f"{_short(exc, password)}"
                 ) from None
             except PyMongoError as exc:
@@ -155,7 +157,7 @@ class DocumentDBRotator(DatabaseRotator[Session]):
     def client_options(self, secret: DatabaseSecret, username: str, password: str) -> dict[str, Any]:
         """Keyword arguments of MongoClient for one login; nothing here opens a socket."""
         dialect = dialect_of(secret)
-        timeout_ms = 1000 * float(os.environ.get("DB_CONNECT_TIMEOUT", "5"))
+        timeout_ms = self.connect_timeout().milliseconds
         options: dict[str, Any] = {
             "host": secret.host,
             "port": secret.port,

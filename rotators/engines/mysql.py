@@ -7,7 +7,6 @@ not a MySQL 5, so neither the handshake nor a version prefix decides anything.
 
 from __future__ import annotations
 
-import os
 import re
 import ssl
 from collections.abc import Iterator, Sequence
@@ -413,7 +412,7 @@ class MySQLRotator(DatabaseRotator[Session]):
                 user=username,
                 password=password,
                 database=secret.dbname or None,
-                connect_timeout=int(os.environ.get("DB_CONNECT_TIMEOUT", "5")),
+                connect_timeout=self.connect_timeout().seconds,
                 autocommit=True,
                 charset="utf8mb4",
                 program_name="rotators",

@@ -9,7 +9,6 @@ A user name in the secret is spelled as for SQL*Plus or the driver: `app` is the
 
 from __future__ import annotations
 
-import os
 import re
 import ssl
 import unicodedata
@@ -38,6 +37,7 @@ from rotators.errors import (
     SecretFormatError,
     SecretTestError,
     redact,
+    shown,
 )
 from rotators.rotation import RotationContext
 from rotators.secrets import PasswordPolicy
@@ -281,15 +281,15 @@ class OracleRotator(DatabaseRotator[OracleSession]):
         except oracledb.Error as exc:
             code = getattr(exc.args[0], "code", 0) if exc.args else 0
             if code == _LOGIN_REFUSED:
-                raise LoginRefusedError(f"Oracle refused the login of {username!r}") from None
+                raise LoginRefusedError(f"Oracle refused the login of {shown(username)}") from None
             if code == _LOCKED:
                 raise LoginError(
-                    f"Oracle account {username!r} is locked (ORA-28000): unlock it with ALTER USER "
+                    f"Oracle account {shown(username)} is locked (ORA-28000): unlock it with ALTER USER "
                     "... ACCOUNT UNLOCK, then retry the rotation"
                 ) from None
             if code == _EXPIRED:
                 raise LoginError(
-                    f"The password of {username!r} has expired (ORA-28001): have an administrator "
+                    f"The password of {shown(username)} has expired (ORA-28001): have an administrator "
                     "set the AWSCURRENT value again, or rotate it through a master secret"
                 ) from None
             message = _message(exc, [password])
@@ -313,7 +313,7 @@ class OracleRotator(DatabaseRotator[OracleSession]):
             "host": secret.host,
             "port": secret.port,
             "service_name": secret.dbname,
-            "tcp_connect_timeout": float(os.environ.get("DB_CONNECT_TIMEOUT", "5")),
+            "tcp_connect_timeout": self.connect_timeout().seconds,
             "retry_count": 0,
             "program": "rotators",
         }

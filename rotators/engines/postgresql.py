@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from rotators.errors import (
     PasswordChangeError,
     SecretTestError,
     redact,
+    shown,
 )
 
 # libpq reports these when the server itself refused the login (not a network or TLS fault).
@@ -67,7 +67,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
                 dbname=secret.dbname,
                 user=username,
                 password=password,
-                connect_timeout=os.environ.get("DB_CONNECT_TIMEOUT", "5"),
+                connect_timeout=self.connect_timeout().whole_seconds,
                 application_name="rotators",
                 **self.tls_options(secret),
                 **self.auth_options(secret),
@@ -76,10 +76,10 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         except psycopg.OperationalError as exc:
             message = redact(str(exc), [password])
             if any(marker in message for marker in _REFUSED):
-                raise LoginRefusedError(f"PostgreSQL refused the login of {username!r}") from None
+                raise LoginRefusedError(f"PostgreSQL refused the login of {shown(username)}") from None
             if _METHOD_REFUSED in message:
                 raise LoginError(
-                    f"Did not log in as {username!r} at {secret.host}:{secret.port}: {message.strip()}. "
+                    f"Did not log in as {shown(username)} at {secret.host}:{secret.port}: {message.strip()}. "
                     "The rotator sends a password by SCRAM only (md5 too over TLS), never in clear, so "
                     "that whoever answers on the server's address cannot learn it: use scram-sha-256 in "
                     "pg_hba.conf, or TLS for md5"

@@ -201,7 +201,7 @@ class RedshiftRotator(DatabaseRotator[Connection]):
                     ssl=mode is not None,
                     # redshift-connector always checks the chain: `require` is served as verify-ca.
                     sslmode="verify-full" if mode == "verify-full" else "verify-ca",
-                    timeout=int(os.environ.get("DB_CONNECT_TIMEOUT", "5")),
+                    timeout=self.connect_timeout().whole_seconds,
                     application_name="rotators",
                 )
         except _AskedForCleartext:

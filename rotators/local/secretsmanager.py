@@ -60,7 +60,7 @@ class LocalSecretsManager:
             endpoint_url=self.endpoint_url,
             region_name=REGION,
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto accepts any key; no AWS account
         )
 
     def _placeholder_lambda(self) -> str:

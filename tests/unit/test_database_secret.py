@@ -183,3 +183,77 @@ def test_the_privileged_opt_in_is_a_strict_boolean() -> None:
     assert parse(text(allow_privileged_user=True)).allow_privileged is True
     with pytest.raises(SecretFormatError, match="allow_privileged_user"):
         parse(text(allow_privileged_user="maybe"))
+
+
+# -- strict, bounded input --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key", ["engine", "host", "username", "password", "dbname", "masterarn", "sslmode", "sslrootcert"]
+)
+@pytest.mark.parametrize("char", ["\x00", "\n", "\r", "\t", "\x1b", "\x7f", "\x85"])
+def test_a_control_character_names_the_key_never_the_value(key: str, char: str) -> None:
+    """A NUL in the user name cut libpq's connection string short, dropping password and TLS."""
+    value = f"{PASSWORD}{char}tail" if key == "password" else f"value{char}{PASSWORD}"
+    with pytest.raises(SecretFormatError) as caught:
+        parse(text(**{key: value}))
+    message = str(caught.value)
+    assert f"Key {key!r}" in message
+    assert "control character" in message
+    assert PASSWORD not in message
+    assert char not in message
+
+
+def test_a_control_character_in_a_key_the_rotator_never_reads_is_carried_forward() -> None:
+    """A PEM certificate or a note may hold newlines; the rotator passes them on untouched."""
+    secret = parse(text(note="line one\nline two"))
+    assert json.loads(secret.to_json())["note"] == "line one\nline two"
+
+
+@pytest.mark.parametrize(
+    "port",
+    [
+        "\u0665\u0664\u0663\u0662",
+        "5432 ",
+        " 5432",
+        "+5432",
+        "0x1538",
+        "5_432",
+        "5432.0",
+        "-5432",
+        "",
+        1e3,
+        5432.0,
+    ],
+)
+def test_port_only_ascii_digits(port: object) -> None:
+    with pytest.raises(SecretFormatError, match="'port'"):
+        parse(text(port=port))
+
+
+def test_a_port_string_of_ascii_digits() -> None:
+    assert parse(text(port="05432")).port == 5432
+
+
+@pytest.mark.parametrize(
+    "secret_text",
+    [
+        "[" * 65_536,
+        '{"a":' * 65_536,
+        json.dumps(json.loads(text()) | {"extra": json.loads("[" * 40 + "]" * 40)}),
+        json.dumps(json.loads(text()) | {"extra": json.loads('{"a":' * 32 + "1" + "}" * 32)}),
+    ],
+)
+def test_deep_nesting_is_a_format_error_not_a_recursion_error(secret_text: str) -> None:
+    with pytest.raises(SecretFormatError, match="nested more than 32 levels"):
+        parse(secret_text)
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    extra = json.loads("[" * 31 + "]" * 31)  # the secret's object is level 1
+    assert json.loads(parse(json.dumps(json.loads(text()) | {"extra": extra})).to_json())["extra"] == extra
+
+
+def test_a_long_engine_value_is_quoted_bounded() -> None:
+    with pytest.raises(SecretFormatError) as caught:
+        parse(text(engine="m" * 60_000))
+    assert len(str(caught.value)) < 1000
+    assert "60000 characters" in str(caught.value)

@@ -67,7 +67,13 @@ def test_rotation_token_is_never_shown() -> None:
     [
         (event(Step="rotateSecret"), ["Unknown rotation Step", "'rotateSecret'", "createSecret"]),
         (event(Step="create-secret"), ["Unknown rotation Step"]),
-        (event(Step=3), ["Unknown rotation Step", "'3'"]),
+        (event(Step=3), ["Step must be a string"]),
+        (event(Step="CREATESECRET"), ["Unknown rotation Step", "'CREATESECRET'", "createSecret"]),
+        (event(SecretId="x" * 2049), ["SecretId is longer than 2048 characters"]),
+        (event(ClientRequestToken="t" * 65), ["ClientRequestToken is longer than 64 characters"]),
+        (event(SecretId="demo\nforged log line"), ["SecretId holds a control character"]),
+        (event(ClientRequestToken="abc\x00def"), ["ClientRequestToken holds a control character"]),
+        (event(RotationToken="rt\x85"), ["RotationToken holds a control character"]),
         (event(SecretId=None), ["lacks SecretId"]),
         (event(ClientRequestToken=None), ["lacks ClientRequestToken"]),
         (event(Step=None), ["lacks Step"]),
@@ -98,3 +104,64 @@ def test_unknown_step_message_is_bounded() -> None:
     with pytest.raises(EventError) as caught:
         Step.parse("x" * 500)
     assert "x" * 41 not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "CREATESECRET",
+        "createsecret",
+        "CreateSecret",
+        "c_r_e_a_t_e_secret",
+        "createSecret ",
+        " createSecret",
+        "create_Secret",
+        "CREATE_SECRET",
+        "create-secret",
+        "createSecret\n",
+        "create\uff33ecret",  # a full-width S
+        "setsecret",
+        "Finish_Secret",
+        "test__secret",
+    ],
+)
+def test_only_the_sent_and_the_documented_spelling_run(raw: str) -> None:
+    """No case folding, no underscores dropped, no whitespace trimmed."""
+    with pytest.raises(EventError, match="Unknown rotation Step"):
+        Step.parse(raw)
+
+
+def test_the_snake_case_spelling_is_derived_from_the_sent_one() -> None:
+    assert [s.snake_case for s in Step] == ["create_secret", "set_secret", "test_secret", "finish_secret"]
+
+
+def test_the_longest_real_ids_pass() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:" + "n" * 512 + "-AbCdEf"
+    parsed = RotationEvent.parse(event(SecretId=arn, ClientRequestToken="t" * 64))
+    assert (parsed.secret_id, parsed.token) == (arn, "t" * 64)
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_nesting_up_to_the_limit_is_read_and_deeper_refused() -> None:
+    RotationEvent.parse(event(Extra=nested(31)))  # the event itself is level 1
+    with pytest.raises(EventError, match="nested more than 32 levels"):
+        RotationEvent.parse(event(Extra=nested(32)))
+
+
+def test_very_deep_nesting_is_an_event_error_not_a_recursion_error() -> None:
+    with pytest.raises(EventError, match="nested"):
+        RotationEvent.parse(event(Extra=nested(100_000)))
+
+
+@pytest.mark.parametrize(
+    "extra", [{"Blob": "b" * 20_000}, {"Many": ["x"] * 20_000}, {f"k{i}": i for i in range(9000)}]
+)
+def test_a_huge_event_is_refused(extra: dict[str, Any]) -> None:
+    with pytest.raises(EventError, match="larger than"):
+        RotationEvent.parse(event(**extra))

@@ -1,12 +1,16 @@
-"""DatabaseRotator.password_policy(): engine defaults, overridden by AWS's environment variables."""
+"""DatabaseRotator.password_policy(): engine defaults, overridden by AWS's environment variables;
+and every other setting of rotators.settings (DB_CONNECT_TIMEOUT on every engine, TLS settings)."""
 
 from __future__ import annotations
 
 import socket
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
+from rotators import settings
+from rotators.database import DatabaseSecret, TlsSettings
 from rotators.engines.postgresql import PostgreSQLRotator
 from rotators.errors import ConfigurationError
 from rotators.secrets import PasswordPolicy, _client
@@ -103,3 +107,157 @@ def test_constructing_the_rotator_makes_no_network_call(monkeypatch: pytest.Monk
     rotator = PostgreSQLRotator()
     rotator.password_policy()
     assert _client.cache_info() == before  # no boto3 client was even built
+
+
+# -- rotators.settings: every environment setting, parsed in one place -------------------------------
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PASSWORD_LENGTH", "\u0663\u0662"),  # Arabic-Indic digits: int() would read 32
+        ("PASSWORD_LENGTH", "+32"),
+        ("PASSWORD_LENGTH", "3 2"),
+        ("PASSWORD_LENGTH", "1e2"),
+        ("PASSWORD_LENGTH", "5000"),
+        ("EXCLUDE_NUMBERS", "tru"),
+        ("EXCLUDE_PUNCTUATION", "true\x01"),  # the environment cannot hold a NUL
+        ("EXCLUDE_CHARACTERS", "x" * 4097),
+    ],
+)
+def test_more_invalid_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name) as caught:
+        policy()
+    assert len(str(caught.value)) < 300
+
+
+def test_a_bad_value_is_quoted_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PASSWORD_LENGTH", "9" * 10_000)
+    with pytest.raises(ConfigurationError, match="PASSWORD_LENGTH") as caught:
+        policy()
+    assert "9" * 50 not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds", "whole", "ms"),
+    [
+        (None, 5.0, 5, 5000),
+        ("", 5.0, 5, 5000),
+        ("2", 2.0, 2, 2000),
+        ("2.5", 2.5, 3, 2500),
+        (" 10 ", 10.0, 10, 10000),
+    ],
+)
+def test_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float, whole: int, ms: int
+) -> None:
+    if value is None:
+        monkeypatch.delenv("DB_CONNECT_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
+    found = settings.connect_timeout()
+    assert (found.seconds, found.whole_seconds, found.milliseconds) == (seconds, whole, ms)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "0.0", "901", "2,5", "\u0665", "inf", "nan", "1e3"])
+def test_connect_timeout_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
+    with pytest.raises(ConfigurationError, match="DB_CONNECT_TIMEOUT"):
+        settings.connect_timeout()
+
+
+@pytest.mark.parametrize("value", ["prefer", "disable", "VERIFY-FULL", "verify_full"])
+def test_sslmode_setting_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("ROTATORS_SSLMODE", value)
+    with pytest.raises(ConfigurationError, match="ROTATORS_SSLMODE"):
+        settings.sslmode()
+
+
+def test_ca_bundle_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", "/opt/global-bundle.pem")
+    assert settings.ca_bundle() == "/opt/global-bundle.pem"
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", "/opt/ca.pem\n")  # trailing whitespace of a .env file
+    assert settings.ca_bundle() == "/opt/ca.pem"
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", "/opt/a\x1bb.pem")
+    with pytest.raises(ConfigurationError, match="ROTATORS_CA_BUNDLE"):
+        settings.ca_bundle()
+
+
+# -- DB_CONNECT_TIMEOUT=2.5 reaches every engine's driver, in the driver's unit --------------------------
+class Captured(Exception):
+    """Raised by a stand-in driver once it has recorded what the engine passed."""
+
+
+def _login_secret(engine: str, port: int) -> DatabaseSecret:
+    return DatabaseSecret(engine, "db.example.com", port, "app", "pw", "appdb", TlsSettings(enabled=False))
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def record(*args: Any, **kwargs: Any) -> None:
+        seen.update(kwargs, args=args)
+        raise Captured
+
+    monkeypatch.setattr(target, name, record)
+    return seen
+
+
+def test_a_fractional_timeout_reaches_every_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MySQL engine crashed on 2.5 with a bare ValueError; libpq and redshift-connector take
+    whole seconds (rounded up), PyMySQL and python-oracledb seconds, pymongo milliseconds."""
+    import psycopg
+    import pymysql
+    from psycopg.conninfo import conninfo_to_dict
+
+    from rotators.engines import redshift
+    from rotators.engines.documentdb import DocumentDBRotator
+    from rotators.engines.mysql import MySQLRotator
+    from rotators.engines.oracle import OracleRotator
+    from rotators.engines.redshift import RedshiftRotator
+
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2.5")
+
+    seen = _capture(monkeypatch, psycopg, "connect")
+    with pytest.raises(Captured), PostgreSQLRotator().connect(_login_secret("postgres", 5432), "app", "pw"):
+        pass
+    assert conninfo_to_dict(seen["args"][0])["connect_timeout"] == "3"
+
+    seen = _capture(monkeypatch, pymysql, "connect")
+    with pytest.raises(Captured), MySQLRotator().connect(_login_secret("mysql", 3306), "app", "pw"):
+        pass
+    assert seen["connect_timeout"] == 2.5
+
+    seen = _capture(monkeypatch, redshift, "GuardedConnection")
+    with pytest.raises(Captured), RedshiftRotator().connect(_login_secret("redshift", 5439), "app", "pw"):
+        pass
+    assert seen["timeout"] == 3
+
+    assert OracleRotator().connect_options(_login_secret("oracle", 1521))["tcp_connect_timeout"] == 2.5
+    options = DocumentDBRotator().client_options(_login_secret("mongo", 27017), "app", "pw")
+    assert (options["connectTimeoutMS"], options["serverSelectionTimeoutMS"]) == (2500, 2500)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0"])
+def test_a_bad_timeout_is_a_configuration_error_on_every_engine(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from rotators.engines.documentdb import DocumentDBRotator
+    from rotators.engines.mysql import MySQLRotator
+    from rotators.engines.oracle import OracleRotator
+    from rotators.engines.redshift import RedshiftRotator
+
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
+    for rotator, engine in [
+        (PostgreSQLRotator(), "postgres"),
+        (MySQLRotator(), "mysql"),
+        (RedshiftRotator(), "redshift"),
+    ]:
+        with (
+            pytest.raises(ConfigurationError, match="DB_CONNECT_TIMEOUT"),
+            rotator.connect(_login_secret(engine, 1), "app", "pw"),
+        ):
+            pass
+    with pytest.raises(ConfigurationError, match="DB_CONNECT_TIMEOUT"):
+        OracleRotator().connect_options(_login_secret("oracle", 1521))
+    with pytest.raises(ConfigurationError, match="DB_CONNECT_TIMEOUT"):
+        DocumentDBRotator().client_options(_login_secret("mongo", 27017), "app", "pw")
