@@ -7,9 +7,10 @@ not a MySQL 5, so neither the handshake nor a version prefix decides anything.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +41,7 @@ MAX_NAME_CHARS = {MYSQL: 32, MARIADB: 80}
 
 ER_ACCESS_DENIED = 1045
 ER_PASSWORD_EXPIRED = 1862
+ER_NOT_VALID_PASSWORD = 1819  # a password validation plugin refused the password (or its hash)
 ER_SET_PASSWORD_AUTH_PLUGIN = 1699  # a warning: SET PASSWORD ignored (e.g. a unix_socket account)
 CLIENT_ERRORS = range(2000, 3000)  # CR_*: the connection failed, not the statement
 CR_AUTH_PLUGIN_ERR = 2061  # libmysqlclient's "Authentication requires secure connection"
@@ -103,19 +105,68 @@ class Session:
 
 
 # -- the dialects: which statement changes a password ---------------------------------------------
-def own_password(server: Server, account: Account, password: str) -> Statement:
+# The statements send the password's hash wherever the server takes one for the account's plugin,
+# so that a statement log (MariaDB's general_log, audit plugins) never holds the password itself.
+# Elsewhere the clear value goes: caching_sha2_password, ed25519 and the other plugins, servers
+# without SHOW CREATE USER, and a MySQL account changing its own password, which MySQL allows
+# only as IDENTIFIED BY 'clear' (IDENTIFIED WITH ... AS needs CREATE USER); MySQL itself rewrites
+# that password out of its general, slow and binary logs.
+NATIVE = "mysql_native_password"
+
+
+def native_hash(password: str) -> str:
+    """mysql_native_password's stored form, as PASSWORD() makes it: '*' and SHA1(SHA1(password))."""
+    inner = hashlib.sha1(password.encode()).digest()  # noqa: S324 - the plugin's own scheme
+    return "*" + hashlib.sha1(inner).hexdigest().upper()  # noqa: S324
+
+
+def auth_plugin(create_user: str, server: Server) -> str | None:
+    """The one authentication plugin of `SHOW CREATE USER`; None for several (MariaDB's `VIA a OR
+    b`). MariaDB prints no IDENTIFIED clause for a native account without a password."""
+    words = [word.group() for word in _words(create_user)]
+    upper = [word.upper() for word in words]
+    if "IDENTIFIED" not in upper:
+        return NATIVE if server.is_mariadb else None
+    at = upper.index("IDENTIFIED")
+    if "OR" in upper[at:]:
+        return None
+    following = upper[at + 1 : at + 3]
+    if following == ["BY", "PASSWORD"]:
+        return NATIVE
+    if following[:1] in (["WITH"], ["VIA"]) and at + 2 < len(words):
+        return _unquote(words[at + 2]).lower()
+    return None
+
+
+def own_password(server: Server, account: Account, password: str, plugin: str | None = None) -> Statement:
     """Change the logged-in account's own password, which needs no privilege."""
     if server.is_mariadb or not server.has_alter_user:
         # MariaDB's ALTER USER needs CREATE USER even for one's own account (error 1227).
+        if server.is_mariadb and plugin == NATIVE:
+            return "SET PASSWORD = %s", (native_hash(password),)
         return "SET PASSWORD = PASSWORD(%s)", (password,)
     return "ALTER USER %s@%s IDENTIFIED BY %s", (*account, password)
 
 
-def account_password(server: Server, account: Account, password: str) -> Statement:
+def account_password(server: Server, account: Account, password: str, plugin: str | None = None) -> Statement:
     """Change another account's password, as the master user. MySQL 8 has no PASSWORD()."""
     if server.has_alter_user:
+        if plugin == NATIVE:
+            return f"ALTER USER %s@%s {_native_as(server)}", (*account, native_hash(password))
         return "ALTER USER %s@%s IDENTIFIED BY %s", (*account, password)
     return "SET PASSWORD FOR %s@%s = PASSWORD(%s)", (*account, password)
+
+
+def create_user(server: Server, account: Account, password: str, plugin: str | None = None) -> Statement:
+    """Create the clone with the source's plugin where its hash can be sent, else the default."""
+    if server.has_alter_user and plugin == NATIVE:
+        return f"CREATE USER %s@%s {_native_as(server)}", (*account, native_hash(password))
+    return "CREATE USER %s@%s IDENTIFIED BY %s", (*account, password)
+
+
+def _native_as(server: Server) -> str:
+    """MariaDB's and MySQL's spelling of a native hash in CREATE/ALTER USER."""
+    return "IDENTIFIED BY PASSWORD %s" if server.is_mariadb else f"IDENTIFIED WITH {NATIVE} AS %s"
 
 
 # -- SHOW GRANTS, parsed: the same privileges replayed for another account --------------------------
@@ -489,12 +540,15 @@ class MySQLRotator(DatabaseRotator[Session]):
     # -- setSecret --------------------------------------------------------------------------
     def set_password(self, conn: Session, username: str, password: str) -> None:
         if username == conn.account[0]:
-            statement = own_password(conn.server, conn.account, password)
             account = conn.account
+            # MySQL takes only the clear value from an account changing its own password.
+            plugin = self._plugin(conn, account) if conn.server.is_mariadb else None
+            make = partial(own_password, conn.server, account, password)
         else:
             account = (username, self._host_of(conn, username))
-            statement = account_password(conn.server, account, password)
-        self._execute(conn, [statement], password)
+            plugin = self._plugin(conn, account)
+            make = partial(account_password, conn.server, account, password)
+        statement = self._send_password(conn, make, plugin, password)
         self._check_applied(conn, statement, password)
         logger.info(f"password of {_account_text(account)} changed on {conn.server}")
 
@@ -502,25 +556,59 @@ class MySQLRotator(DatabaseRotator[Session]):
         """Create (or update) `clone` at the source's host part, with privileges equal to the
         source's: replayed from SHOW GRANTS on creation, and refreshed whenever they drifted. An
         existing clone's privileges are put right before its password changes, so a failure
-        leaves its old password working."""
+        leaves its old password working. A new clone gets the source's plugin where its hash
+        can be sent (mysql_native_password), else the server's default plugin."""
         host = self._host_of(conn, source)
         source_account, clone_account = (source, host), (clone, host)
         exists = bool(
             self._rows(conn, "SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", clone_account)
         )
         if not exists:
-            self._execute(
-                conn, [("CREATE USER %s@%s IDENTIFIED BY %s", (*clone_account, password))], password
-            )
+            make = partial(create_user, conn.server, clone_account, password)
+            self._send_password(conn, make, self._plugin(conn, source_account), password)
         statements = self._privilege_statements(conn, source_account, clone_account, fresh=not exists)
         self._execute(conn, [(s, None) for s in statements], password)
         if exists:
-            self._execute(conn, [account_password(conn.server, clone_account, password)], password)
+            make = partial(account_password, conn.server, clone_account, password)
+            self._send_password(conn, make, self._plugin(conn, clone_account), password)
         logger.info(
             f"{_account_text(clone_account)} {'updated' if exists else 'created'}; privileges of "
             f"{_account_text(source_account)} {'copied' if statements else 'already held'} "
             f"({len(statements)} statements)"
         )
+
+    def _plugin(self, conn: Session, account: Account) -> str | None:
+        """The account's one authentication plugin, from SHOW CREATE USER (which an account may
+        run on itself without privileges); None where the server has no such statement."""
+        if not conn.server.has_alter_user:
+            return None
+        rows = self._rows(conn, "SHOW CREATE USER %s@%s", account)
+        return auth_plugin(str(rows[0][0]), conn.server) if rows else None
+
+    def _send_password(
+        self, conn: Session, make: Callable[[str | None], Statement], plugin: str | None, password: str
+    ) -> Statement:
+        """Send the statement with the hash for `plugin`. A MariaDB whose password validation
+        plugin refuses hashes (strict_password_validation, error 1819) gets the clear value: it
+        must see a password to check it. The log says which, never what."""
+        statement = make(plugin)
+        clear = make(None)
+        with conn.conn.cursor() as cursor:
+            try:
+                cursor.execute(*statement)
+                return statement
+            except pymysql.MySQLError as exc:
+                if statement == clear or _code(exc) != ER_NOT_VALID_PASSWORD:
+                    raise _statement_error(exc, password) from None
+            logger.warning(
+                f"{conn.server} refused the password's hash (its password validation needs the "
+                "value itself, error 1819): the clear value was sent, so its statement log may hold it"
+            )
+            try:
+                cursor.execute(*clear)
+            except pymysql.MySQLError as exc:
+                raise _statement_error(exc, password) from None
+        return clear
 
     def _privilege_statements(
         self, conn: Session, source: Account, clone: Account, *, fresh: bool

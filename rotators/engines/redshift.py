@@ -15,6 +15,8 @@ still answered over plaintext when the secret turns TLS off: neither sends the p
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import ssl
 import string
@@ -28,6 +30,7 @@ from redshift_connector.core import Connection
 from redshift_connector.cursor import Cursor
 from redshift_connector.error import Error as DriverError
 from redshift_connector.error import InterfaceError
+from scramp import ScramMechanism  # type: ignore[import-untyped]
 
 from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError, ca_bundle, tls_mode
 from rotators.errors import (
@@ -153,6 +156,22 @@ def password_literal(password: str) -> str:
     return f"'{password}'"
 
 
+def md5_password(password: str, stored_name: str) -> str:
+    """Redshift's MD5 password string: 'md5' and the MD5 of the password followed by the user
+    name as stored. Sent instead of the password, so no statement log holds the password."""
+    return "md5" + hashlib.md5((password + stored_name).encode()).hexdigest()  # noqa: S324 - Redshift's scheme
+
+
+def scram_verifier(password: str) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier (4096 iterations, random salt), made with scramp, the
+    SCRAM library redshift-connector itself logs in with."""
+    salt, stored_key, server_key, iterations = ScramMechanism("SCRAM-SHA-256").make_auth_info(password)
+    salt_text, stored_text, server_text = (
+        base64.b64encode(part).decode() for part in (salt, stored_key, server_key)
+    )
+    return f"SCRAM-SHA-256${iterations}:{salt_text}${stored_text}:{server_text}"
+
+
 class RedshiftRotator(DatabaseRotator[Connection]):
     kind = "redshift"
     engines = frozenset({"redshift", "redshift-serverless"})
@@ -227,8 +246,8 @@ class RedshiftRotator(DatabaseRotator[Connection]):
 
     # -- setSecret ------------------------------------------------------------------------------
     def set_password(self, conn: Connection, username: str, password: str) -> None:
-        literal = password_literal(password)
         (user,) = self._idents(conn, username)
+        literal = self._stored_form(conn, username, password)
         self._execute(conn, [f"ALTER USER {user} PASSWORD {literal}"], password)
 
     def clone_user(self, conn: Connection, source: str, clone: str, password: str) -> None:
@@ -236,8 +255,8 @@ class RedshiftRotator(DatabaseRotator[Connection]):
         roles, and every table, schema and database privilege it holds by any route. Only adds: a
         privilege taken from the source later stays with the clone until revoked by hand. An
         existing clone's password changes last, so a failure leaves its old password working."""
-        literal = password_literal(password)
         (user,) = self._idents(conn, clone)
+        literal = self._stored_form(conn, clone, password)
         attributes = self._attributes(conn, clone)
         exists = attributes is not None
         if not exists:
@@ -383,6 +402,19 @@ class RedshiftRotator(DatabaseRotator[Connection]):
                 held.add(role)
                 todo += granted.get(role, [])
         return sorted(held & admin)
+
+    def _stored_form(self, conn: Connection, username: str, password: str) -> str:
+        """The password as the server stores it, quoted: what STL_QUERY and any statement log
+        see. Redshift gets its documented MD5 form, salted with the user name as Redshift stores
+        it (folded to lower case unless enable_case_sensitive_identifier is on), which is also
+        what it stores for a clear password. Any other server (PostgreSQL, where the tests run
+        this engine) gets a SCRAM-SHA-256 verifier, as its own password_encryption would make."""
+        password_literal(password)  # Redshift's rules, checked on the password itself
+        if not self._is_redshift(conn):
+            return f"'{scram_verifier(password)}'"
+        sensitive = str(self._rows(conn, "SELECT current_setting('enable_case_sensitive_identifier')")[0][0])
+        stored = username if sensitive.lower() in ("on", "true") else username.lower()
+        return f"'{md5_password(password, stored)}'"
 
     def _idents(self, conn: Connection, *names: str) -> list[str]:
         """Identifiers quoted by the server's own quote_ident()."""

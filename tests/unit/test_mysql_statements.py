@@ -4,6 +4,7 @@ at the driver boundary with PyMySQL's own escaping."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import ssl
@@ -19,12 +20,16 @@ from pymysql.converters import escape_string
 
 from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines.mysql import (
+    NATIVE,
     Grant,
     MySQLRotator,
     Server,
     Session,
     account_options,
     account_password,
+    auth_plugin,
+    create_user,
+    native_hash,
     own_password,
 )
 from rotators.errors import (
@@ -41,7 +46,11 @@ from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, Se
 
 NEW = "New-Pass'word-2"
 NEW_LITERAL = "'New-Pass\\'word-2'"
+NEW_HASH = "*" + hashlib.sha1(hashlib.sha1(NEW.encode()).digest()).hexdigest().upper()  # PASSWORD(NEW)
 MYSQL8 = Server("mysql", (8, 0, 36))
+MARIADB_NATIVE_APP = (
+    "CREATE USER `app`@`%` IDENTIFIED BY PASSWORD '*0123456789ABCDEF0123456789ABCDEF01234567'"
+)
 MARIADB = Server("mariadb", (10, 11, 6))
 
 
@@ -110,6 +119,57 @@ def test_the_password_statement_of_each_dialect(server: Server, own: str, other:
     assert account_password(server, ("app", "10.0.%"), NEW)[0] == other
     if "PASSWORD(" not in own:
         assert own_password(server, ("app", "10.0.%"), NEW)[1] == ("app", "10.0.%", NEW), "the exact account"
+
+
+def test_the_native_hash_is_what_password_makes() -> None:
+    """MariaDB's documented example: PASSWORD('notagoodpwd')."""
+    assert native_hash("notagoodpwd") == "*3A70EE9FC6594F88CE9E959CD51C5A1C002DC937"
+
+
+@pytest.mark.parametrize(
+    ("server", "create", "plugin"),
+    [
+        (MARIADB, MARIADB_NATIVE_APP, NATIVE),
+        (MARIADB, "CREATE USER `app`@`%`", NATIVE),  # no password: MariaDB prints no IDENTIFIED
+        (MARIADB, "CREATE USER `app`@`%` IDENTIFIED VIA ed25519 USING 'x OR y'", "ed25519"),
+        (MARIADB, "CREATE USER `app`@`%` IDENTIFIED VIA ed25519 USING 'x' OR unix_socket", None),
+        (MYSQL8, "CREATE USER `app`@`%` IDENTIFIED WITH 'caching_sha2_password' AS '$A$005$x'",
+         "caching_sha2_password"),
+        (MYSQL8, "CREATE USER `app`@`%` IDENTIFIED WITH 'mysql_native_password' AS '*AB' REQUIRE NONE",
+         NATIVE),
+        (Server("mysql", (5, 7, 44)),
+         "CREATE USER 'app'@'%' IDENTIFIED WITH 'mysql_native_password' AS '*AB' REQUIRE NONE", NATIVE),
+        (MYSQL8, "CREATE USER `app`@`%` REQUIRE NONE", None),
+    ],
+)  # fmt: skip
+def test_the_plugin_is_read_from_show_create_user(server: Server, create: str, plugin: str | None) -> None:
+    assert auth_plugin(create, server) == plugin
+
+
+@pytest.mark.parametrize(
+    ("server", "own", "other", "create"),
+    [
+        (MARIADB, "SET PASSWORD = %s", "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s",
+         "CREATE USER %s@%s IDENTIFIED BY PASSWORD %s"),
+        (MYSQL8, "ALTER USER %s@%s IDENTIFIED BY %s",  # MySQL: AS '<hash>' on oneself needs CREATE USER
+         "ALTER USER %s@%s IDENTIFIED WITH mysql_native_password AS %s",
+         "CREATE USER %s@%s IDENTIFIED WITH mysql_native_password AS %s"),
+        (Server("mysql", (5, 7, 44)), "ALTER USER %s@%s IDENTIFIED BY %s",
+         "ALTER USER %s@%s IDENTIFIED WITH mysql_native_password AS %s",
+         "CREATE USER %s@%s IDENTIFIED WITH mysql_native_password AS %s"),
+    ],
+)  # fmt: skip
+def test_native_accounts_are_sent_the_hash(server: Server, own: str, other: str, create: str) -> None:
+    account = ("app", "10.0.%")
+    assert own_password(server, account, NEW, NATIVE)[0] == own
+    assert account_password(server, account, NEW, NATIVE) == (other, (*account, NEW_HASH))
+    assert create_user(server, account, NEW, NATIVE) == (create, (*account, NEW_HASH))
+    for plugin in ("caching_sha2_password", "ed25519", None):
+        assert account_password(server, account, NEW, plugin)[1] == (*account, NEW)
+        assert create_user(server, account, NEW, plugin) == (
+            "CREATE USER %s@%s IDENTIFIED BY %s",
+            (*account, NEW),
+        )
 
 
 # -- SHOW GRANTS, parsed --------------------------------------------------------------------------------
@@ -248,6 +308,8 @@ class FakeServer:
     accounts: dict[tuple[str, str], Account] = field(default_factory=dict)
     warnings: list[tuple[str, int, str]] = field(default_factory=list)
     fail_on: str | None = None
+    create_user: str = ""  # SHOW CREATE USER of an account not in `accounts`
+    strict_validation: bool = False  # a password validation plugin that refuses hashes (1819)
     sent: list[str] = field(default_factory=list)
 
     def escape(self, value: object) -> str:
@@ -264,6 +326,8 @@ class FakeServer:
         self.sent.append(text)
         if self.fail_on and text.startswith(self.fail_on):
             raise pymysql.err.OperationalError(1227, f"Access denied; {NEW} needs CREATE USER")
+        if self.strict_validation and NEW_HASH in text:
+            raise pymysql.err.OperationalError(1819, "Your password does not satisfy the current policy")
         if text == "SELECT VERSION(), CURRENT_USER()":
             return [(self.version, self.current_user)]
         if text == "SELECT CURRENT_USER(), 1 + 1":
@@ -277,7 +341,8 @@ class FakeServer:
         if match := re.fullmatch(r"SHOW GRANTS FOR '(.*)'@'(.*)'", text):
             return [(line,) for line in self.accounts[(match[1], match[2])].grants]
         if match := re.fullmatch(r"SHOW CREATE USER '(.*)'@'(.*)'", text):
-            return [(self.accounts[(match[1], match[2])].create,)]
+            found = self.accounts.get((match[1], match[2]))
+            return [(found.create if found else self.create_user,)]
         if match := re.fullmatch(
             r"SELECT DEFAULT_ROLE_USER.* WHERE USER = '(.*)' AND HOST = '(.*)' ORDER BY 1, 2", text
         ):
@@ -380,14 +445,35 @@ def test_mysql9_is_not_sent_down_an_old_path(monkeypatch: pytest.MonkeyPatch) ->
     assert writes(sent) == [f"ALTER USER 'app'@'%' IDENTIFIED BY {NEW_LITERAL}"]
 
 
-def test_mariadb_single_user_uses_set_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent = set_secret(FakeServer(version="10.6.16-MariaDB", current_user="app@%"), monkeypatch)
-    assert writes(sent) == [f"SET PASSWORD = PASSWORD({NEW_LITERAL})"]
+MARIADB_NATIVE = MARIADB_NATIVE_APP
+
+
+def test_mariadb_single_user_sets_its_own_password_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SET PASSWORD = '<hash>' needs no privilege on MariaDB: the password never reaches the server."""
+    server = FakeServer(version="10.6.16-MariaDB", current_user="app@%", create_user=MARIADB_NATIVE)
+    sent = set_secret(server, monkeypatch)
+    assert "SHOW CREATE USER 'app'@'%'" in sent, "the account's plugin is read first"
+    assert writes(sent) == [f"SET PASSWORD = '{NEW_HASH}'"]
     assert sent[-1] == "SHOW WARNINGS"
+    assert not any(NEW in statement for statement in sent)
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        "CREATE USER `app`@`%` IDENTIFIED VIA ed25519 USING 'MfcaZBUYxOGjvo6WiikpSyaPyUhKoCeJK8PDjs+CrP4'",
+        "CREATE USER `app`@`%` IDENTIFIED VIA mysql_native_password USING '*04B9' OR unix_socket",
+    ],
+)
+def test_mariadb_accounts_of_other_plugins_keep_them(monkeypatch: pytest.MonkeyPatch, create: str) -> None:
+    """PASSWORD() hashes for the account's own plugin(s); a native hash would replace them."""
+    server = FakeServer(version="10.11.6-MariaDB", current_user="app@%", create_user=create)
+    assert writes(set_secret(server, monkeypatch)) == [f"SET PASSWORD = PASSWORD({NEW_LITERAL})"]
 
 
 def test_a_password_the_server_ignores_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeServer(version="10.6.16-MariaDB", current_user="app@localhost")
+    server.create_user = "CREATE USER `app`@`localhost` IDENTIFIED VIA unix_socket"
     server.warnings = [("Warning", 1699, "SET PASSWORD is ignored for users authenticating via unix_socket")]
     with pytest.raises(PasswordChangeError, match="unix_socket"):
         set_secret(server, monkeypatch)
@@ -480,6 +566,54 @@ def test_mysql8_master_rotating_back_changes_the_original(monkeypatch: pytest.Mo
     clone = Account([line.replace("`app`", "`app_clone`") for line in MYSQL8_GRANTS], MYSQL8_CREATE)
     sent = set_secret(mysql8_with_app(clone=clone), monkeypatch, user="app_clone", master=True)
     assert writes(sent) == [f"ALTER USER 'app'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}"]
+
+
+MYSQL8_NATIVE = MYSQL8_CREATE.replace(
+    "'caching_sha2_password' AS '$A$005$hash'", "'mysql_native_password' AS '*AB'"
+)
+
+
+def test_mysql8_native_clone_is_created_and_changed_with_the_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clone takes the source's plugin, and only the hash of its password is sent."""
+    server = mysql8_with_app()
+    server.accounts[("app", "10.0.%")].create = MYSQL8_NATIVE
+    sent = set_secret(server, monkeypatch, master=True)
+    assert writes(sent)[0] == (
+        f"CREATE USER 'app_clone'@'10.0.%' IDENTIFIED WITH mysql_native_password AS '{NEW_HASH}'"
+    )
+    assert not any(NEW in statement for statement in sent)
+
+    clone = Account(
+        [line.replace("`app`", "`app_clone`") for line in MYSQL8_GRANTS],
+        MYSQL8_NATIVE.replace("`app`", "`app_clone`"),
+        [("reader", "%")],
+    )
+    server = mysql8_with_app(clone=clone)
+    server.accounts[("app", "10.0.%")].create = MYSQL8_NATIVE
+    sent = set_secret(server, monkeypatch, master=True)
+    assert writes(sent) == [
+        f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED WITH mysql_native_password AS '{NEW_HASH}'"
+    ]
+    assert not any(NEW in statement for statement in sent)
+
+
+def test_a_validation_plugin_that_refuses_hashes_gets_the_clear_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MariaDB's strict_password_validation refuses a hash (1819): the clear value follows, and
+    the log says so without it."""
+    server = FakeServer(version="10.11.6-MariaDB", current_user="app@%", create_user=MARIADB_NATIVE)
+    server.strict_validation = True
+    sent = set_secret(server, monkeypatch)
+    assert writes(sent) == [f"SET PASSWORD = '{NEW_HASH}'", f"SET PASSWORD = PASSWORD({NEW_LITERAL})"]
+
+
+def test_other_refusals_of_the_hash_are_not_retried_in_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeServer(version="10.11.6-MariaDB", current_user="app@%", create_user=MARIADB_NATIVE)
+    server.fail_on = "SET PASSWORD"
+    with pytest.raises(PasswordChangeError, match="error 1227"):
+        set_secret(server, monkeypatch)
+    assert writes(server.sent) == [f"SET PASSWORD = '{NEW_HASH}'"]
 
 
 def test_an_unrelated_user_named_like_the_clone_does_not_get_the_original(

@@ -4,6 +4,9 @@ roles from SVV_USER_GRANTS, GRANT ROLE) are checked here, since PostgreSQL canno
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -45,6 +48,13 @@ from rotators.rotation import RotationContext, RotationEvent, Step
 from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
 
 NEW = "New-Pass-2Xy!"
+
+
+def md5(stored_name: str, password: str = NEW) -> str:
+    """Redshift's MD5 password string, quoted, as its docs define it: md5(password + user name)."""
+    return "'md5" + hashlib.md5((password + stored_name).encode()).hexdigest() + "'"
+
+
 REDSHIFT_VERSION = (
     "PostgreSQL 8.0.2 on i686-pc-linux-gnu, compiled by GCC gcc (GCC) 3.4.2 20041017 "
     "(Red Hat 3.4.2-6.fc3), Redshift 1.0.77467"
@@ -148,6 +158,7 @@ class FakeRedshift:
     admin_privilege_roles: list[str] = field(default_factory=list)
     # (holder, other) -> rows, as has_*_privilege(holder) AND NOT has_*_privilege(other) answers
     privileges: dict[str, dict[tuple[str, str], list[tuple[str, str]]]] = field(default_factory=dict)
+    case_sensitive: bool = False  # enable_case_sensitive_identifier
     fail_on: str | None = None
     autocommit: bool = False
     closed: bool = False
@@ -195,6 +206,8 @@ class FakeRedshift:
             return [(r,) for r in self.admin_privilege_roles]
         if query == "SELECT version()":
             return [(self.version,)]
+        if query == "SELECT current_setting('enable_case_sensitive_identifier')":
+            return [("on" if self.case_sensitive else "off",)]
         if query == "SELECT session_user, 1 + 1":
             return [(self.session_user, 2)]
         for name, text in (
@@ -280,8 +293,51 @@ def test_single_user_changes_its_own_password(monkeypatch: pytest.MonkeyPatch) -
     assert set_secret(FakeRedshift(), monkeypatch) == [
         "-- login as app",
         "SELECT quote_ident(%s) ['app']",
-        f"ALTER USER app PASSWORD '{NEW}'",
+        "SELECT version()",
+        "SELECT current_setting('enable_case_sensitive_identifier')",
+        f"ALTER USER app PASSWORD {md5('app')}",
     ]
+
+
+@pytest.mark.parametrize("master", [False, True])
+@pytest.mark.parametrize("clone_exists", [False, True])
+def test_redshift_is_sent_the_md5_hash_and_never_the_password(
+    monkeypatch: pytest.MonkeyPatch, master: bool, clone_exists: bool
+) -> None:
+    """STL_QUERY and any statement log see what is sent: the MD5 form, not the password."""
+    users = {"app", "admin", "app_clone"} if clone_exists else {"app", "admin"}
+    sent = set_secret(FakeRedshift(users=users), monkeypatch, master=master)
+    assert not any(NEW in statement for statement in sent)
+    target = "app_clone" if master else "app"
+    assert sum(f"PASSWORD {md5(target)}" in statement for statement in sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "case_sensitive", "stored"),
+    [("BI_Team", False, "bi_team"), ("BI_Team", True, "BI_Team"), ("bi_team", False, "bi_team")],
+)
+def test_the_md5_is_salted_with_the_name_as_redshift_stores_it(
+    name: str, case_sensitive: bool, stored: str
+) -> None:
+    """Redshift folds names, quoted ones too, to lower case unless case-sensitive identifiers are on."""
+    server = FakeRedshift(case_sensitive=case_sensitive)
+    RedshiftRotator().set_password(cast(Any, server), name, NEW)
+    assert server.sent[-1][0].endswith(f"PASSWORD {md5(stored)}")
+
+
+def test_postgresql_is_sent_a_scram_verifier_of_the_password() -> None:
+    """The tests run this engine on PostgreSQL, which stores SCRAM: it gets a verifier, never the
+    password (its log is checked in tests/integration/test_statement_logs.py)."""
+    server = FakeRedshift(version="PostgreSQL 15.18 (Debian 15.18-0+deb12u1)")
+    RedshiftRotator().set_password(cast(Any, server), "app", NEW)
+    statement = server.sent[-1][0]
+    assert NEW not in statement
+    match = re.fullmatch(r"ALTER USER app PASSWORD 'SCRAM-SHA-256\$4096:([^$]+)\$([^:]+):(.+)'", statement)
+    assert match is not None
+    salt, stored_key, server_key = (base64.b64decode(part) for part in match.groups())
+    client_key = hmac.new(hashlib.pbkdf2_hmac("sha256", NEW.encode(), salt, 4096), b"Client Key", "sha256")
+    assert stored_key == hashlib.sha256(client_key.digest()).digest(), "RFC 5802's StoredKey of NEW"
+    assert len(server_key) == 32
 
 
 def test_the_master_creates_the_clone_with_groups_roles_and_grants(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,7 +354,7 @@ def test_the_master_creates_the_clone_with_groups_roles_and_grants(monkeypatch: 
         createdb={"app"},
     )
     assert writes(set_secret(server, monkeypatch, master=True)) == [
-        f"CREATE USER app_clone PASSWORD '{NEW}'",
+        f"CREATE USER app_clone PASSWORD {md5('app_clone')}",
         "ALTER USER app_clone CREATEDB",
         "ALTER GROUP analysts ADD USER app_clone",
         'ALTER GROUP "BI Team" ADD USER app_clone',
@@ -321,7 +377,7 @@ def test_an_existing_clone_gets_its_password_and_only_what_it_lacks(monkeypatch:
     )
     assert writes(set_secret(server, monkeypatch, master=True)) == [
         "ALTER GROUP ops ADD USER app_clone",
-        f"ALTER USER app_clone PASSWORD '{NEW}'",
+        f"ALTER USER app_clone PASSWORD {md5('app_clone')}",
     ], "the password changes last, so a failure leaves the clone's old one working"
 
 
@@ -338,7 +394,7 @@ def test_on_postgresql_the_redshift_only_role_statements_are_not_sent(
 def test_rotating_back_sets_the_originals_password(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeRedshift(users={"app", "app_clone", "admin"})
     assert writes(set_secret(server, monkeypatch, user="app_clone", master=True)) == [
-        f"ALTER USER app PASSWORD '{NEW}'"
+        f"ALTER USER app PASSWORD {md5('app')}"
     ]
     assert server.logins == ["app_clone", "admin"]
 
@@ -346,7 +402,7 @@ def test_rotating_back_sets_the_originals_password(monkeypatch: pytest.MonkeyPat
 def test_names_are_quoted_by_the_server() -> None:
     server = FakeRedshift()
     RedshiftRotator().set_password(cast(Any, server), 'O"Neil BI', NEW)
-    assert server.sent[-1] == (f'ALTER USER "O""Neil BI" PASSWORD \'{NEW}\'', None)
+    assert server.sent[-1] == ('ALTER USER "O""Neil BI" PASSWORD ' + md5('o"neil bi'), None)
 
 
 def test_refusals_are_typed_and_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -595,7 +651,7 @@ def test_an_administrative_source_is_refused_unless_the_secret_opts_in(
 
     opted_in = FakeRedshift(**source)
     assert writes(set_secret(opted_in, monkeypatch, master=True, allow_privileged_user=True))[0] == (
-        f"CREATE USER app_clone PASSWORD '{NEW}'"
+        f"CREATE USER app_clone PASSWORD {md5('app_clone')}"
     )
 
 

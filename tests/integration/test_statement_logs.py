@@ -1,0 +1,168 @@
+"""The servers' own statement logs hold no password: MariaDB's general_log and PostgreSQL's
+log_statement=all (the Redshift engine's test server), through real rotations of both strategies.
+
+Every password the run read or generated is looked for in what the server logged while the
+rotator worked; the hash the rotator sent instead must be there, so a log that recorded nothing
+cannot pass.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from rotators.engines import mysql, redshift
+from rotators.engines.mysql import native_hash
+from rotators.engines.redshift import md5_password
+from rotators.local.mariadb import MariaDBServer
+from rotators.local.postgres import PostgresServer
+from rotators.local.secretsmanager import LocalSecretsManager
+from tests.conftest import Admin, MariaDBAdmin, invoke, mysql_secret, redshift_secret
+from tests.redshift_shims import StartupParameterProxy
+
+HOST = "127.0.0.1"
+
+
+def rotate(sm: LocalSecretsManager, handler: Callable[..., object], arn: str) -> str:
+    """One full rotation; the new password."""
+    invoke(handler, arn, sm.start_rotation(arn))
+    password: str = sm.value(arn, "AWSCURRENT")["password"]
+    return password
+
+
+def leaked(log: str, *passwords: str) -> int:
+    """How many of the passwords the log holds (a count: a failure must not print them)."""
+    return sum(password in log for password in passwords)
+
+
+# -- MariaDB: general_log ------------------------------------------------------------------------------
+@pytest.fixture
+def logged(own_mariadb: MariaDBServer) -> MariaDBAdmin:
+    """A server of the test's own, so that its general_log holds this test's statements only."""
+    return MariaDBAdmin(own_mariadb)
+
+
+def general_log_on(admin: MariaDBAdmin) -> None:
+    admin.sql("SET GLOBAL log_output = 'TABLE'")
+    admin.sql("SET GLOBAL general_log = 1")
+
+
+def general_log(admin: MariaDBAdmin) -> str:
+    """What every session but the test's own root logged, one statement a line."""
+    admin.sql("SET GLOBAL general_log = 0")
+    rows = admin.sql("SELECT user_host, argument FROM mysql.general_log")
+    return "\n".join(
+        argument.decode(errors="replace") if isinstance(argument, bytes) else str(argument)
+        for user_host, argument in rows
+        if not str(user_host).startswith("root[")
+    )
+
+
+def test_mariadb_single_user_rotations_log_only_hashes(
+    mysql_sm: LocalSecretsManager,
+    logged: MariaDBAdmin,
+    own_mariadb: MariaDBServer,
+    role_name: str,
+    new_password: Callable[[], str],
+) -> None:
+    initial = new_password()
+    logged.create_user(role_name, initial, host=HOST)
+    arn = mysql_sm.create_secret(role_name, mysql_secret(own_mariadb, role_name, initial))
+    general_log_on(logged)
+
+    rotated = [rotate(mysql_sm, mysql.handler, arn) for _ in range(2)]
+
+    log = general_log(logged)
+    assert leaked(log, initial, *rotated) == 0, "a password reached the general log"
+    for password in rotated:
+        assert f"SET PASSWORD = '{native_hash(password)}'" in log, "its hash was sent, and logged"
+    assert logged.logs_in(role_name, rotated[-1])
+    assert not logged.logs_in(role_name, rotated[0])
+    plugin = logged.sql("SELECT plugin FROM mysql.user WHERE User = %s", (role_name,))
+    assert plugin == [("mysql_native_password",)], "the account keeps its plugin"
+
+
+def test_mariadb_alternating_rotations_log_only_hashes(
+    mysql_sm: LocalSecretsManager,
+    logged: MariaDBAdmin,
+    own_mariadb: MariaDBServer,
+    role_name: str,
+    new_password: Callable[[], str],
+) -> None:
+    """The clone's CREATE USER, then ALTER USER of the original and of the existing clone."""
+    master, master_password, initial = f"master_{role_name}", new_password(), new_password()
+    logged.create_user(master, master_password, "ALL PRIVILEGES ON *.*", host=HOST)
+    logged.sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (master, HOST))
+    master_arn = mysql_sm.create_secret(master, mysql_secret(own_mariadb, master, master_password))
+    logged.sql(f"CREATE DATABASE `shop_{role_name}`")
+    logged.create_user(role_name, initial, f"SELECT ON `shop_{role_name}`.*", host=HOST)
+    arn = mysql_sm.create_secret(
+        f"{role_name}-{uuid.uuid4().hex[:6]}",
+        mysql_secret(own_mariadb, role_name, initial, masterarn=master_arn),
+    )
+    general_log_on(logged)
+
+    rotated = [rotate(mysql_sm, mysql.handler, arn) for _ in range(3)]
+
+    log = general_log(logged)
+    assert leaked(log, master_password, initial, *rotated) == 0
+    clone = f"{role_name}_clone"
+    assert f"CREATE USER '{clone}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[0])}'" in log
+    assert f"ALTER USER '{role_name}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[1])}'" in log
+    assert f"ALTER USER '{clone}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[2])}'" in log
+    assert logged.logs_in(clone, rotated[2]) and logged.logs_in(role_name, rotated[1])
+    assert logged.grants(clone) == logged.grants(role_name), "the clone still holds what the original does"
+
+
+# -- Redshift's engine on PostgreSQL: log_statement=all ----------------------------------------------
+@pytest.mark.usefixtures("redshift_shims")
+def test_redshift_rotations_log_no_password(
+    local_sm: LocalSecretsManager,
+    admin: Admin,
+    pg: PostgresServer,
+    redshift_proxy: StartupParameterProxy,
+    role_name: str,
+    new_password: Callable[[], str],
+) -> None:
+    """Single user, then alternating users (the clone created, then the original changed)."""
+    single, initial = f"{role_name}_s", new_password()
+    admin.create_role(single, initial)
+    single_arn = local_sm.create_secret(single, redshift_secret(redshift_proxy, single, initial))
+    master, master_password = f"admin_{role_name}", new_password()
+    admin.create_role(master, master_password, "SUPERUSER")
+    master_arn = local_sm.create_secret(master, redshift_secret(redshift_proxy, master, master_password))
+    app, app_initial = f"{role_name}_a", new_password()
+    admin.create_role(app, app_initial)
+    app_arn = local_sm.create_secret(
+        app, redshift_secret(redshift_proxy, app, app_initial, masterarn=master_arn)
+    )
+    start = pg.log_path.stat().st_size  # the set-up above sent its passwords in clear, as a DBA might
+
+    rotated = [rotate(local_sm, redshift.handler, single_arn) for _ in range(2)]
+    rotated += [rotate(local_sm, redshift.handler, app_arn) for _ in range(2)]
+
+    with pg.log_path.open("rb") as file:
+        file.seek(start)
+        log = file.read().decode(errors="replace")
+    assert leaked(log, initial, master_password, app_initial, *rotated) == 0
+    verifier = "PASSWORD 'SCRAM-SHA-256$4096:"
+    assert log.count(f"ALTER USER {single} {verifier}") == 2, "each change was logged, as a verifier"
+    assert log.count(f"CREATE USER {app}_clone {verifier}") == 1
+    assert log.count(f"ALTER USER {app} {verifier}") == 1
+    assert admin.logs_in(single, rotated[1]) and not admin.logs_in(single, rotated[0])
+    assert admin.logs_in(f"{app}_clone", rotated[2]) and admin.logs_in(app, rotated[3])
+
+
+def test_the_md5_form_is_the_one_postgresql_computes(admin: Admin, role_name: str) -> None:
+    """Redshift's documented MD5 string is PostgreSQL's: the server's own md5 of a password equals
+    what the engine sends to Redshift (no Redshift runs here; this is the next best witness)."""
+    name, password = f"{role_name}_md5", "Md5-Witness-9"
+    admin.sql(f'CREATE ROLE "{name}" LOGIN')
+    with psycopg.connect(**admin.server.admin_dsn(), autocommit=True) as conn:
+        conn.execute("SET password_encryption = 'md5'")
+        conn.execute(f"ALTER ROLE \"{name}\" PASSWORD '{password}'")
+    stored = admin.sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,))
+    assert stored == [(md5_password(password, name),)]
