@@ -169,7 +169,9 @@ def test_without_the_pinned_levels_botocore_writes_the_generated_password(
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)
         root.setLevel(logging.DEBUG)
-        password = SecretStore().random_password(PasswordPolicy())
+        # Letters and digits only: botocore writes the body as a bytes repr, whose escaping of
+        # punctuation made the look-up flaky; the point is that the value is written at all.
+        password = SecretStore().random_password(PasswordPolicy(exclude_punctuation=True))
     finally:
         root.setLevel(root_level)
         for name, level in levels.items():
