@@ -220,6 +220,11 @@ def other_user(username: str) -> str:
     return username + CLONE_SUFFIX
 
 
+def no_weaker(login: DatabaseSecret, floor: DatabaseSecret) -> DatabaseSecret:
+    """`login` with `floor`'s TLS settings when its own are weaker (an older version's)."""
+    return replace(login, tls=floor.tls) if weaker_tls(login, floor) else login
+
+
 class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     """Single user, or alternating users when the secret names a master secret (`masterarn`)."""
 
@@ -427,7 +432,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         ):
             yield (
                 "AWSPREVIOUS",
-                replace(previous, tls=current.tls) if weaker_tls(previous, current) else previous,
+                no_weaker(previous, current),
             )
 
     def _set_as_master(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> None:
@@ -513,7 +518,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
             return False
         if self.user_key(previous.username, previous) != self.user_key(pending.username, pending):
             return False
-        login = replace(previous, tls=ctx.current.tls) if weaker_tls(previous, ctx.current) else previous
+        login = no_weaker(previous, ctx.current)
         try:
             with self.connect(login, login.username, login.password) as conn:
                 self.probe(conn, login.username)
