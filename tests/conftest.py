@@ -447,7 +447,9 @@ class MariaDBAdmin:
         account = f"`{name.replace('`', '``')}`@`{host}`"
         found = set()
         for (line,) in self.sql("SHOW GRANTS FOR %s@%s", (name, host)):
-            text = re.sub(r" IDENTIFIED BY PASSWORD '[^']*'", "", line.replace(account, "<account>"))
+            text = re.sub(
+                r" IDENTIFIED (BY PASSWORD|VIA \w+ USING) '[^']*'", "", line.replace(account, "<account>")
+            )
             found.add(re.sub(r"\(([^()]*)\)", lambda m: f"({', '.join(sorted(m[1].split(', ')))})", text))
         return found
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from rotators.engines import mysql, redshift
-from rotators.engines.mysql import native_hash
+from rotators.engines.mysql import ed25519_key, native_hash
 from rotators.engines.redshift import md5_password
 from rotators.local.mariadb import MariaDBServer
 from rotators.local.postgres import PostgresServer
@@ -115,6 +115,76 @@ def test_mariadb_alternating_rotations_log_only_hashes(
     assert f"ALTER USER '{clone}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[2])}'" in log
     assert logged.logs_in(clone, rotated[2]) and logged.logs_in(role_name, rotated[1])
     assert logged.grants(clone) == logged.grants(role_name), "the clone still holds what the original does"
+
+
+def plugin_of(admin: MariaDBAdmin, user: str) -> str:
+    rows = admin.sql("SELECT plugin FROM mysql.user WHERE User = %s AND Host = %s", (user, HOST))
+    return str(rows[0][0])
+
+
+def test_mariadb_ed25519_accounts_keep_their_plugin_and_log_only_their_key(
+    mysql_sm: LocalSecretsManager,
+    logged: MariaDBAdmin,
+    own_mariadb: MariaDBServer,
+    role_name: str,
+    new_password: Callable[[], str],
+) -> None:
+    """ed25519 (MariaDB's recommended plugin): a single user sets its own key, the master the
+    original's and the clone's (a new clone takes ed25519 too); no password reaches the log, and
+    no account is moved to mysql_native_password on the way."""
+    logged.sql("INSTALL SONAME 'auth_ed25519'")
+    single, single_initial = f"{role_name}_s", new_password()
+    logged.sql("CREATE USER %s@%s IDENTIFIED VIA ed25519 USING PASSWORD(%s)", (single, HOST, single_initial))
+    single_arn = mysql_sm.create_secret(single, mysql_secret(own_mariadb, single, single_initial))
+    master, master_password = f"master_{role_name}", new_password()
+    logged.create_user(master, master_password, host=HOST)
+    logged.sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (master, HOST))
+    master_arn = mysql_sm.create_secret(master, mysql_secret(own_mariadb, master, master_password))
+    app, app_initial = f"{role_name}_a", new_password()
+    logged.sql("CREATE USER %s@%s IDENTIFIED VIA ed25519 USING PASSWORD(%s)", (app, HOST, app_initial))
+    logged.sql(f"GRANT SELECT ON `mysql`.`db` TO `{app}`@`{HOST}`")
+    app_arn = mysql_sm.create_secret(app, mysql_secret(own_mariadb, app, app_initial, masterarn=master_arn))
+    general_log_on(logged)
+
+    rotated = [rotate(mysql_sm, mysql.handler, single_arn) for _ in range(2)]
+    rotated += [rotate(mysql_sm, mysql.handler, app_arn) for _ in range(3)]
+
+    log = general_log(logged)
+    assert leaked(log, single_initial, master_password, app_initial, *rotated) == 0
+    clone = f"{app}_clone"
+    assert f"SET PASSWORD = '{ed25519_key(rotated[1])}'" in log
+    assert f"CREATE USER '{clone}'@'{HOST}' IDENTIFIED VIA ed25519 USING '{ed25519_key(rotated[2])}'" in log
+    assert f"ALTER USER '{app}'@'{HOST}' IDENTIFIED VIA ed25519 USING '{ed25519_key(rotated[3])}'" in log
+    assert f"ALTER USER '{clone}'@'{HOST}' IDENTIFIED VIA ed25519 USING '{ed25519_key(rotated[4])}'" in log
+    assert [plugin_of(logged, user) for user in (single, app, clone)] == ["ed25519"] * 3
+    assert logged.logs_in(single, rotated[1]) and not logged.logs_in(single, rotated[0])
+    assert logged.logs_in(app, rotated[3]) and logged.logs_in(clone, rotated[4])
+    assert logged.grants(clone) == logged.grants(app)
+
+
+def test_mariadb_password_validation_that_must_see_the_password_gets_it(
+    mysql_sm: LocalSecretsManager,
+    logged: MariaDBAdmin,
+    own_mariadb: MariaDBServer,
+    role_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """simple_password_check with strict_password_validation refuses every hash (error 1290): the
+    rotation still completes, with the clear value, and the rotator's log says so without it.
+    This is the one case where MariaDB's own log holds the password (README)."""
+    logged.sql("INSTALL SONAME 'simple_password_check'")
+    logged.sql("SET GLOBAL strict_password_validation = ON")
+    initial = "Init-Aa1!" + uuid.uuid4().hex
+    logged.create_user(role_name, initial, host=HOST)
+    arn = mysql_sm.create_secret(role_name, mysql_secret(own_mariadb, role_name, initial))
+    with pytest.raises(Exception, match=r"1290.*strict-password-validation"):
+        logged.sql("SET PASSWORD FOR %s@%s = %s", (role_name, HOST, native_hash("Other-Aa1!x")))
+
+    rotated = rotate(mysql_sm, mysql.handler, arn)
+
+    assert logged.logs_in(role_name, rotated) and not logged.logs_in(role_name, initial)
+    assert plugin_of(logged, role_name) == "mysql_native_password"
+    assert "refused the password's hash" in caplog.text and rotated not in caplog.text
 
 
 # -- Redshift's engine on PostgreSQL: log_statement=all ----------------------------------------------

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import ssl
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pymysql.converters import escape_string
 
 from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines.mysql import (
+    CACHING_SHA2,
+    ED25519,
     NATIVE,
     Grant,
     MySQLRotator,
@@ -28,9 +31,12 @@ from rotators.engines.mysql import (
     account_options,
     account_password,
     auth_plugin,
+    caching_sha2_hash,
     create_user,
+    ed25519_key,
     native_hash,
     own_password,
+    sha256_crypt,
 )
 from rotators.errors import (
     ConfigurationError,
@@ -52,6 +58,11 @@ MARIADB_NATIVE_APP = (
     "CREATE USER `app`@`%` IDENTIFIED BY PASSWORD '*0123456789ABCDEF0123456789ABCDEF01234567'"
 )
 MARIADB = Server("mariadb", (10, 11, 6))
+# What MariaDB 10.11 answers a hash under strict_password_validation (seen live: test_statement_logs).
+STRICT_VALIDATION = (
+    "The MariaDB server is running with the --strict-password-validation option "
+    "so it cannot execute this statement"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +116,7 @@ def test_an_unreadable_version_is_a_typed_error() -> None:
             "ALTER USER %s@%s IDENTIFIED BY %s",
         ),
         (Server("mysql", (5, 6, 51)), "SET PASSWORD = PASSWORD(%s)", "SET PASSWORD FOR %s@%s = PASSWORD(%s)"),
-        (MARIADB, "SET PASSWORD = PASSWORD(%s)", "ALTER USER %s@%s IDENTIFIED BY %s"),
+        (MARIADB, "SET PASSWORD = PASSWORD(%s)", "SET PASSWORD FOR %s@%s = PASSWORD(%s)"),
         (
             Server("mariadb", (10, 1, 48)),
             "SET PASSWORD = PASSWORD(%s)",
@@ -114,7 +125,8 @@ def test_an_unreadable_version_is_a_typed_error() -> None:
     ],
 )
 def test_the_password_statement_of_each_dialect(server: Server, own: str, other: str) -> None:
-    """MySQL 8 and 9 have no PASSWORD(); MariaDB's ALTER USER needs CREATE USER even for oneself."""
+    """MySQL 8 and 9 have no PASSWORD(); MariaDB's ALTER USER needs CREATE USER even for oneself,
+    and its IDENTIFIED BY would give the account mysql_native_password (SET PASSWORD keeps the plugin)."""
     assert own_password(server, ("app", "10.0.%"), NEW)[0] == own
     assert account_password(server, ("app", "10.0.%"), NEW)[0] == other
     if "PASSWORD(" not in own:
@@ -164,12 +176,78 @@ def test_native_accounts_are_sent_the_hash(server: Server, own: str, other: str,
     assert own_password(server, account, NEW, NATIVE)[0] == own
     assert account_password(server, account, NEW, NATIVE) == (other, (*account, NEW_HASH))
     assert create_user(server, account, NEW, NATIVE) == (create, (*account, NEW_HASH))
-    for plugin in ("caching_sha2_password", "ed25519", None):
+    for plugin in ("sha256_password", "parsec", None):
         assert account_password(server, account, NEW, plugin)[1] == (*account, NEW)
         assert create_user(server, account, NEW, plugin) == (
             "CREATE USER %s@%s IDENTIFIED BY %s",
             (*account, NEW),
         )
+
+
+def test_mysql_caching_sha2_accounts_are_sent_their_stored_form() -> None:
+    """From the master: `$A$005$`, a salt of 20, the SHA-crypt digest; never the password."""
+    account = ("app", "10.0.%")
+    statement, (user, host, stored) = account_password(MYSQL8, account, NEW, CACHING_SHA2)
+    assert statement == "ALTER USER %s@%s IDENTIFIED WITH caching_sha2_password AS %s"
+    assert (user, host) == account and NEW not in stored
+    assert stored.startswith("$A$005$") and len(stored) == 70
+    assert stored == caching_sha2_hash(NEW, stored[7:27]), "the digest of this password and salt"
+    assert create_user(MYSQL8, account, NEW, CACHING_SHA2)[0].endswith(
+        "IDENTIFIED WITH caching_sha2_password AS %s"
+    )
+    assert own_password(MYSQL8, account, NEW, CACHING_SHA2) == (
+        "ALTER USER %s@%s IDENTIFIED BY %s",
+        (*account, NEW),
+    )
+    assert caching_sha2_hash(NEW) != caching_sha2_hash(NEW), "a fresh salt each time"
+
+
+def test_sha256_crypt_is_the_one_of_glibc_and_of_mysql() -> None:
+    """glibc's crypt() made the first (a 16-byte salt, 5000 rounds); a MySQL 8 server stored the
+    second for the password `foobar`, its 20-byte salt holding control characters."""
+    assert (
+        sha256_crypt(b"Rotate-Me 9", b"saltsaltsaltsalt", 5000)
+        == "1PKC9v46TfoClzYEqkR4h8PYI3.w90954OHnHbNyCD."
+    )
+    stored = bytes.fromhex(
+        "24412430303524031A69251C34295C4B35167C7F1E5A7B63091349503974624D34504B5A4246793548"
+        "56336868686F52485A736E4A733368786E427575516C73446469496537"
+    )
+    assert stored[:7] == b"$A$005$"
+    assert sha256_crypt(b"foobar", stored[7:27], 5000) == stored[27:].decode()
+    assert sha256_crypt(b"not foobar", stored[7:27], 5000) != stored[27:].decode()
+
+
+def test_mariadb_ed25519_accounts_are_sent_their_public_key() -> None:
+    """The key a MariaDB 10.11 server stored for `first` (CREATE USER ... USING PASSWORD('first'))."""
+    assert ed25519_key("first") == "yimNcp6dq3P0N8rm+FGHNJKGzblrmmBDojH2V8xiL7w"
+    account, key = ("app", "%"), ed25519_key(NEW)
+    assert own_password(MARIADB, account, NEW, ED25519) == ("SET PASSWORD = %s", (key,))
+    assert account_password(MARIADB, account, NEW, ED25519) == (
+        "ALTER USER %s@%s IDENTIFIED VIA ed25519 USING %s",
+        (*account, key),
+    )
+    assert create_user(MARIADB, account, NEW, ED25519) == (
+        "CREATE USER %s@%s IDENTIFIED VIA ed25519 USING %s",
+        (*account, key),
+    )
+    assert create_user(MARIADB, account, NEW, ED25519, clear=True) == (
+        "CREATE USER %s@%s IDENTIFIED VIA ed25519 USING PASSWORD(%s)",
+        (*account, NEW),
+    ), "still ed25519"
+    assert account_password(MARIADB, account, NEW, ED25519, clear=True) == (
+        "SET PASSWORD FOR %s@%s = PASSWORD(%s)",
+        (*account, NEW),
+    ), "SET PASSWORD keeps the plugin"
+    assert account_password(MYSQL8, account, NEW, ED25519)[0] == "ALTER USER %s@%s IDENTIFIED BY %s"
+
+
+def test_an_ed25519_account_without_pynacl_is_refused_before_anything_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "nacl.bindings", None)
+    with pytest.raises(ConfigurationError, match="PyNaCl"):
+        ed25519_key(NEW)
 
 
 # -- SHOW GRANTS, parsed --------------------------------------------------------------------------------
@@ -308,8 +386,9 @@ class FakeServer:
     accounts: dict[tuple[str, str], Account] = field(default_factory=dict)
     warnings: list[tuple[str, int, str]] = field(default_factory=list)
     fail_on: str | None = None
+    fail_with: tuple[int, str] = (1227, f"Access denied; {NEW} needs CREATE USER")
     create_user: str = ""  # SHOW CREATE USER of an account not in `accounts`
-    strict_validation: bool = False  # a password validation plugin that refuses hashes (1819)
+    strict_validation: bool = False  # a password validation plugin that refuses hashes (1290)
     sent: list[str] = field(default_factory=list)
 
     def escape(self, value: object) -> str:
@@ -325,9 +404,9 @@ class FakeServer:
     def answer(self, text: str) -> list[tuple[Any, ...]]:
         self.sent.append(text)
         if self.fail_on and text.startswith(self.fail_on):
-            raise pymysql.err.OperationalError(1227, f"Access denied; {NEW} needs CREATE USER")
+            raise pymysql.err.OperationalError(*self.fail_with)
         if self.strict_validation and NEW_HASH in text:
-            raise pymysql.err.OperationalError(1819, "Your password does not satisfy the current policy")
+            raise pymysql.err.OperationalError(1290, STRICT_VALIDATION)
         if text == "SELECT VERSION(), CURRENT_USER()":
             return [(self.version, self.current_user)]
         if text == "SELECT CURRENT_USER(), 1 + 1":
@@ -428,8 +507,19 @@ def set_secret(
     return server.sent
 
 
+SHA2_STORED = re.compile(r"'(\$A\$005\$[./0-9A-Za-z]{63})'")
+SHA2_OF_NEW = "'<caching_sha2 of NEW>'"
+
+
 def writes(sent: list[str]) -> list[str]:
-    return [s for s in sent if not s.startswith(("SELECT", "SHOW"))]
+    """The statements that change something; a caching_sha2_password hash of NEW (its salt is
+    random) as SHA2_OF_NEW once it is checked to be one."""
+
+    def known(match: re.Match[str]) -> str:
+        stored = match.group(1)
+        return SHA2_OF_NEW if stored == caching_sha2_hash(NEW, stored[7:27]) else match.group(0)
+
+    return [SHA2_STORED.sub(known, s) for s in sent if not s.startswith(("SELECT", "SHOW"))]
 
 
 def test_mysql8_single_user_changes_its_exact_account(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -461,7 +551,6 @@ def test_mariadb_single_user_sets_its_own_password_hash(monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     "create",
     [
-        "CREATE USER `app`@`%` IDENTIFIED VIA ed25519 USING 'MfcaZBUYxOGjvo6WiikpSyaPyUhKoCeJK8PDjs+CrP4'",
         "CREATE USER `app`@`%` IDENTIFIED VIA mysql_native_password USING '*04B9' OR unix_socket",
     ],
 )
@@ -510,9 +599,10 @@ def test_mysql8_master_creates_the_clone_with_the_same_privileges(monkeypatch: p
     assert sent[:2] == ["SELECT VERSION(), CURRENT_USER()", "SELECT CURRENT_USER(), 1 + 1"], (
         "AWSCURRENT logs in as its account before the master acts"
     )
-    assert "SHOW GRANTS FOR 'app'@'10.0.%'" in sent[: sent.index(writes(sent)[0])], "checked first"
+    first_write = next(i for i, statement in enumerate(sent) if statement.startswith("CREATE USER"))
+    assert "SHOW GRANTS FOR 'app'@'10.0.%'" in sent[:first_write], "checked first"
     assert writes(sent) == [
-        f"CREATE USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}",
+        f"CREATE USER 'app_clone'@'10.0.%' IDENTIFIED WITH caching_sha2_password AS {SHA2_OF_NEW}",
         f"ALTER USER 'app_clone'@'10.0.%' {OPTIONS}",
         "GRANT USAGE ON *.* TO 'app_clone'@'10.0.%'",
         "GRANT SELECT, INSERT ON `shop`.* TO 'app_clone'@'10.0.%' WITH GRANT OPTION",
@@ -529,7 +619,9 @@ def test_mysql8_clone_in_step_only_gets_its_password(monkeypatch: pytest.MonkeyP
         [("reader", "%")],
     )
     sent = set_secret(mysql8_with_app(clone=same), monkeypatch, master=True)
-    assert writes(sent) == [f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}"]
+    assert writes(sent) == [
+        f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED WITH caching_sha2_password AS {SHA2_OF_NEW}"
+    ]
 
 
 DRIFTED = Account(
@@ -558,14 +650,16 @@ def test_mysql8_clone_that_drifted_is_reset_then_replayed(monkeypatch: pytest.Mo
     ]
     assert sent[-2:] == [
         "SET DEFAULT ROLE 'reader'@'%' TO 'app_clone'@'10.0.%'",
-        f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}",
+        f"ALTER USER 'app_clone'@'10.0.%' IDENTIFIED WITH caching_sha2_password AS {SHA2_OF_NEW}",
     ], "the password changes last, so a failed refresh leaves the clone's old one working"
 
 
 def test_mysql8_master_rotating_back_changes_the_original(monkeypatch: pytest.MonkeyPatch) -> None:
     clone = Account([line.replace("`app`", "`app_clone`") for line in MYSQL8_GRANTS], MYSQL8_CREATE)
     sent = set_secret(mysql8_with_app(clone=clone), monkeypatch, user="app_clone", master=True)
-    assert writes(sent) == [f"ALTER USER 'app'@'10.0.%' IDENTIFIED BY {NEW_LITERAL}"]
+    assert writes(sent) == [
+        f"ALTER USER 'app'@'10.0.%' IDENTIFIED WITH caching_sha2_password AS {SHA2_OF_NEW}"
+    ]
 
 
 MYSQL8_NATIVE = MYSQL8_CREATE.replace(
@@ -600,12 +694,25 @@ def test_mysql8_native_clone_is_created_and_changed_with_the_hash(monkeypatch: p
 def test_a_validation_plugin_that_refuses_hashes_gets_the_clear_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """MariaDB's strict_password_validation refuses a hash (1819): the clear value follows, and
+    """MariaDB's strict_password_validation refuses a hash (1290): the clear value follows, and
     the log says so without it."""
     server = FakeServer(version="10.11.6-MariaDB", current_user="app@%", create_user=MARIADB_NATIVE)
     server.strict_validation = True
     sent = set_secret(server, monkeypatch)
     assert writes(sent) == [f"SET PASSWORD = '{NEW_HASH}'", f"SET PASSWORD = PASSWORD({NEW_LITERAL})"]
+
+
+def test_a_read_only_server_is_not_sent_the_clear_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1290 is every option that prevents a statement: only strict_password_validation's is retried."""
+    server = FakeServer(version="10.11.6-MariaDB", current_user="app@%", create_user=MARIADB_NATIVE)
+    server.fail_on = "SET PASSWORD"
+    server.fail_with = (
+        1290,
+        "The MariaDB server is running with the --read-only option so it cannot execute this statement",
+    )
+    with pytest.raises(PasswordChangeError, match="read-only"):
+        set_secret(server, monkeypatch)
+    assert writes(server.sent) == [f"SET PASSWORD = '{NEW_HASH}'"]
 
 
 def test_other_refusals_of_the_hash_are_not_retried_in_clear(monkeypatch: pytest.MonkeyPatch) -> None:
