@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from rotators.errors import (
-    ConfigurationError,
     LoginError,
     PrivilegeError,
     SecretFormatError,
@@ -36,13 +35,18 @@ ALLOW_PRIVILEGED_KEY = "allow_privileged_user"
 NOT_CHECKED = "not checked"  # change_privileges of an engine that cannot tell
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-# The keys the rotator reads; a control character in any of them is refused (a NUL cut libpq's
-# connection string short, dropping the password and TLS settings after it).
+# The keys the rotator reads: a control character in any of them is refused (a NUL cut libpq's
+# connection string short, dropping the password and TLS settings after it). Other keys are
+# carried forward unread: there only tab and line breaks pass, for multi-line text such as a PEM.
 _READ_KEYS = (
     "engine", "host", "port", "username", "password", "dbname", "masterarn",
     "ssl", "sslmode", "sslrootcert", ALLOW_PRIVILEGED_KEY,
 )  # fmt: skip
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# libpq's sslmode values the rotator takes: `disable` is "ssl": false; allow and prefer fall back
+# to plaintext without a word, so a secret cannot ask for them.
+_SSLMODES = ("disable", *TLS_MODES)
 _PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: int() also reads Arabic-Indic digits
 
 
@@ -114,11 +118,7 @@ def parse_database_secret(
         raise SecretFormatError(f"{where} is nested more than {MAX_DEPTH} levels deep")
     if not isinstance(raw, dict):
         raise SecretFormatError(f"{where} must be a JSON object with host, username and password")
-    for key in _READ_KEYS:
-        if isinstance(raw.get(key), str) and _CONTROL.search(raw[key]):
-            raise SecretFormatError(
-                f"Key {key!r} in {where} holds a control character (NUL, newline, tab ...): remove it"
-            )
+    _refuse_control_characters(raw, where)
     missing = [k for k in ("engine", "host", "username", "password") if not raw.get(k)]
     if missing:
         raise SecretFormatError(f"{where} lacks {', '.join(repr(k) for k in missing)}")
@@ -132,9 +132,15 @@ def parse_database_secret(
             f"{handler_hint}"
         )
     port = _port(raw.get("port", default_port), where)
+    mode = _optional_str(raw, "sslmode", where)
+    if mode is not None and mode not in _SSLMODES:
+        raise SecretFormatError(
+            f"Key 'sslmode' in {where} is {shown(mode, 40)}: use verify-full (the default), verify-ca "
+            'or require, or put "ssl": false to connect without TLS'
+        )
     tls = TlsSettings(
         enabled=_as_bool(raw.get("ssl", True), key="ssl", where=where),
-        mode=_optional_str(raw, "sslmode", where),
+        mode=mode,
         ca_bundle=_optional_str(raw, "sslrootcert", where),
     )
     return DatabaseSecret(
@@ -151,6 +157,30 @@ def parse_database_secret(
         ),
         raw=raw,
     )
+
+
+def _refuse_control_characters(raw: Mapping[str, Any], where: str) -> None:
+    """Control characters in any string of the secret, keys and nested values too; in keys the
+    rotator does not read, tab and line breaks are text (a PEM block beside the password)."""
+
+    def strings(value: object) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item_key, item in value.items():
+                yield item_key
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    for key, value in raw.items():
+        pattern = _CONTROL if key in _READ_KEYS else _CONTROL_BUT_LINES
+        if any(pattern.search(text) for text in strings({key: value})):
+            raise SecretFormatError(
+                f"Key {shown(key, 60)} in {where} holds a control character (NUL, escape"
+                f"{', newline, tab' if key in _READ_KEYS else ''} ...): remove it"
+            )
 
 
 def _port(value: object, where: str) -> int:
@@ -182,13 +212,7 @@ def tls_mode(secret: DatabaseSecret) -> str | None:
     """
     if not secret.tls.enabled or secret.tls.mode == "disable":
         return None
-    mode = secret.tls.mode or sslmode_setting() or "verify-full"
-    if mode not in TLS_MODES:
-        raise ConfigurationError(
-            f"sslmode {shown(mode, 40)} is not accepted: use require, verify-ca or verify-full, or put "
-            '"ssl": false in the secret to connect without TLS'
-        )
-    return mode
+    return secret.tls.mode or sslmode_setting() or "verify-full"  # both checked where they are read
 
 
 def ca_bundle(secret: DatabaseSecret) -> str | None:

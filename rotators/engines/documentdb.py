@@ -249,7 +249,7 @@ class DocumentDBRotator(DatabaseRotator[Session]):
                     )
                 inherited = [*entry.get("roles", []), *entry.get("inheritedRoles", [])]
                 level |= set(_role_keys(inherited)) - seen
-        return [f"{username!r} holds {'; '.join(found)}"] if found else []
+        return [f"{shown(username)} holds {'; '.join(found)}"] if found else []
 
     def clone_mismatch(self, conn: Session, source: str, clone: str) -> list[str]:
         """An existing clone may hold only roles the source holds, and, where the server has them,
@@ -263,9 +263,9 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         found = []
         extra = existing.role_keys - original.role_keys
         if extra:
-            found.append(f"{clone!r} holds roles {source!r} does not: {_roles_text(extra)}")
+            found.append(f"{shown(clone)} holds roles {shown(source)} does not: {_roles_text(extra)}")
         if original.restrictions and existing.restrictions != original.restrictions:
-            found.append(f"{clone!r} has other authentication restrictions than {source!r}")
+            found.append(f"{shown(clone)} has other authentication restrictions than {shown(source)}")
         return found
 
     def clone_lacks(self, conn: Session, source: str, clone: str) -> list[str]:
@@ -276,13 +276,13 @@ class DocumentDBRotator(DatabaseRotator[Session]):
             return []  # updateUser says so; nothing is handed out
         existing = self.user_record(conn, clone)
         if existing is None:
-            return [f"no user {clone!r} in database {conn.db.name!r}"]
+            return [f"no user {shown(clone)} in database {conn.db.name!r}"]
         found = []
         missing = original.role_keys - existing.role_keys
         if missing:
-            found.append(f"{clone!r} lacks roles {source!r} holds: {_roles_text(missing)}")
+            found.append(f"{shown(clone)} lacks roles {shown(source)} holds: {_roles_text(missing)}")
         if existing.restrictions and existing.restrictions != original.restrictions:
-            found.append(f"{clone!r} has other authentication restrictions than {source!r}")
+            found.append(f"{shown(clone)} has other authentication restrictions than {shown(source)}")
         return found
 
     def _roles_info(self, conn: Session, roles: list[Role]) -> list[Mapping[str, Any]]:
@@ -319,7 +319,7 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         original = self.user_record(conn, source)
         if original is None:
             raise PasswordChangeError(
-                f"{conn.dialect.name} has no user {source!r} in database {conn.db.name!r} to clone: "
+                f"{conn.dialect.name} has no user {shown(source)} in database {conn.db.name!r} to clone: "
                 "check 'username' and 'dbname' in the secret"
             )
         verb = "updateUser" if self.user_record(conn, clone) is not None else "createUser"
@@ -343,7 +343,7 @@ class DocumentDBRotator(DatabaseRotator[Session]):
                 logger.info("no viewUser on the user's record: updateUser without its mechanisms list")
                 return None
             raise PasswordChangeError(
-                f"{conn.dialect.name} refused usersInfo for {username!r}: {_short(exc, '')}; the login "
+                f"{conn.dialect.name} refused usersInfo for {shown(username)}: {_short(exc, '')}; the login "
                 "needs the viewUser action (userAdmin or userAdminAnyDatabase) on the database"
             ) from None
         except ConnectionFailure as exc:
@@ -375,7 +375,7 @@ class DocumentDBRotator(DatabaseRotator[Session]):
             record = self.user_record(conn, username)
         except RotationError as exc:
             return str(exc)
-        return None if record else f"no user {username!r} in database {conn.db.name!r}"
+        return None if record else f"no user {shown(username)} in database {conn.db.name!r}"
 
     def probe(self, conn: Session, username: str) -> None:
         try:
@@ -386,7 +386,7 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         if {"user": username, "db": conn.db.name} not in [
             {"user": u.get("user"), "db": u.get("db")} for u in users if isinstance(u, Mapping)
         ]:
-            raise SecretTestError(f"The test command did not run as {username!r}")
+            raise SecretTestError(f"The test command did not run as {shown(username)}")
 
     def _command(self, conn: Session, command: SON[str, Any], password: str) -> None:
         verb, name = next(iter(command.items()))
@@ -394,11 +394,11 @@ class DocumentDBRotator(DatabaseRotator[Session]):
             conn.db.command(command)
         except OperationFailure as exc:
             raise PasswordChangeError(
-                f"{conn.dialect.name} refused {verb} for {name!r}: {_short(exc, password)}"
+                f"{conn.dialect.name} refused {verb} for {shown(name)}: {_short(exc, password)}"
             ) from None
         except ConnectionFailure as exc:
             raise DatabaseUnavailableError(
-                f"{conn.dialect.name} went away during {verb} for {name!r}: {_short(exc, password)}; "
+                f"{conn.dialect.name} went away during {verb} for {shown(name)}: {_short(exc, password)}; "
                 "retry the step"
             ) from None
 

@@ -33,6 +33,7 @@ from rotators.errors import (
     SecretFormatError,
     SecretTestError,
     redact,
+    shown,
 )
 from rotators.log import logger
 
@@ -552,7 +553,7 @@ class MySQLRotator(DatabaseRotator[Session]):
             )
         except UnsafeAuthError as exc:
             raise LoginError(
-                f"Did not log in as {username!r} at {secret.host}:{secret.port}: {_message(exc)}, which "
+                f"Did not log in as {shown(username)} at {secret.host}:{secret.port}: {_message(exc)}, which "
                 "would hand the password to whoever answers on that address. Without TLS the rotator "
                 "answers only mysql_native_password, client_ed25519 and caching_sha2_password's fast "
                 'path: use TLS (drop "ssl": false), or give the account one of those plugins'
@@ -560,10 +561,10 @@ class MySQLRotator(DatabaseRotator[Session]):
         except pymysql.MySQLError as exc:
             code, message = _code(exc), redact(_message(exc), [password])
             if code == ER_ACCESS_DENIED:
-                raise LoginRefusedError(f"MySQL refused the login of {username!r}") from None
+                raise LoginRefusedError(f"MySQL refused the login of {shown(username)}") from None
             if code == ER_PASSWORD_EXPIRED:
                 raise LoginError(
-                    f"The password of {username!r} has expired, so it can log in to change nothing: "
+                    f"The password of {shown(username)} has expired, so it can log in to change nothing: "
                     "reset it to the AWSCURRENT value (ALTER USER ... IDENTIFIED BY) and rotate again"
                 ) from None
             raise DatabaseUnavailableError(
@@ -612,8 +613,8 @@ class MySQLRotator(DatabaseRotator[Session]):
         flavour = MARIADB if current.engine == MARIADB else MYSQL
         if username != current.username and len(username) > MAX_NAME_CHARS[flavour]:
             raise SecretFormatError(
-                f"User name {username!r} is longer than {MAX_NAME_CHARS[flavour]} characters, the limit "
-                f"of {'MariaDB' if flavour == MARIADB else 'MySQL'}: shorten {current.username!r} "
+                f"User name {shown(username)} is longer than {MAX_NAME_CHARS[flavour]} characters, the limit "
+                f"of {'MariaDB' if flavour == MARIADB else 'MySQL'}: shorten {shown(current.username)} "
                 "so that its clone name fits"
             )
 
@@ -722,7 +723,7 @@ class MySQLRotator(DatabaseRotator[Session]):
 
     def admin_power(self, conn: Session, username: str) -> list[str]:
         found = administrative(self._privileges(conn, (username, self._host_of(conn, username))))
-        return [f"{username!r} holds {', '.join(found)}"] if found else []
+        return [f"{shown(username)} holds {', '.join(found)}"] if found else []
 
     def clone_mismatch(self, conn: Session, source: str, clone: str) -> list[str]:
         """An existing clone (at the source's host) may hold only what the source holds: missing
@@ -731,18 +732,18 @@ class MySQLRotator(DatabaseRotator[Session]):
         if not self._rows(conn, "SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", (clone, host)):
             return []
         extra = beyond(self._privileges(conn, (clone, host)), self._privileges(conn, (source, host)))
-        return [f"{clone!r} holds what {source!r} does not: {', '.join(extra)}"] if extra else []
+        return [f"{shown(clone)} holds what {shown(source)} does not: {', '.join(extra)}"] if extra else []
 
     def clone_lacks(self, conn: Session, source: str, clone: str) -> list[str]:
         wanted = self._privileges(conn, (source, self._host_of(conn, source)))
         missing = beyond(wanted, self._privileges(conn, (clone, self._host_of(conn, clone))))
-        return [f"{clone!r} lacks what {source!r} holds: {', '.join(missing)}"] if missing else []
+        return [f"{shown(clone)} lacks what {shown(source)} holds: {', '.join(missing)}"] if missing else []
 
     # -- testSecret -------------------------------------------------------------------------
     def probe(self, conn: Session, username: str) -> None:
         current, two = self._rows(conn, "SELECT CURRENT_USER(), 1 + 1", ())[0]
         if str(current).rpartition("@")[0] != username or two != 2:
-            raise SecretTestError(f"The test query did not run as {username!r}")
+            raise SecretTestError(f"The test query did not run as {shown(username)}")
 
     # -- `rotators check` -------------------------------------------------------------------
     def transport(self, conn: Session, secret: DatabaseSecret) -> str:
@@ -759,7 +760,7 @@ class MySQLRotator(DatabaseRotator[Session]):
     def change_privileges(self, conn: Session, username: str, *, as_master: bool) -> str | None:
         if not as_master:
             if conn.account[0] != username:
-                return f"the login matched the account {_account_text(conn.account)}, not {username!r}"
+                return f"the login matched the account {_account_text(conn.account)}, not {shown(username)}"
             return None
         try:
             self._host_of(conn, username)
@@ -783,11 +784,11 @@ class MySQLRotator(DatabaseRotator[Session]):
             return hosts[0]
         if not hosts:
             raise PasswordChangeError(
-                f"{conn.server} has no account for user {user!r}: create it, or fix 'username'"
+                f"{conn.server} has no account for user {shown(user)}: create it, or fix 'username'"
             )
         raise PasswordChangeError(
-            f"User {user!r} has accounts at several hosts ({', '.join(map(repr, hosts))}), so the master "
-            "cannot tell which one the application uses: drop the extra accounts, or rotate this "
+            f"User {shown(user)} has accounts at several hosts ({', '.join(map(repr, hosts))}), so the "
+            "master cannot tell which one the application uses: drop the extra accounts, or rotate this "
             "secret as a single user"
         )
 

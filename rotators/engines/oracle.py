@@ -130,13 +130,13 @@ def parse_name(spelled: str) -> OracleName:
     if len(spelled) >= 2 and spelled[0] == spelled[-1] == '"':
         if not _quotable(spelled[1:-1]):
             raise SecretFormatError(
-                f"User name {spelled!r} cannot be quoted for Oracle: a quoted name holds no double "
+                f"User name {shown(spelled)} cannot be quoted for Oracle: a quoted name holds no double "
                 "quote and no control character"
             )
         return OracleName(spelled, spelled[1:-1])
     if not _NONQUOTED.match(spelled):
         raise SecretFormatError(
-            f"User name {spelled!r} is not a nonquoted Oracle identifier (a letter, then letters, "
+            f"User name {shown(spelled)} is not a nonquoted Oracle identifier (a letter, then letters, "
             "digits, _ $ #): write it in double quotes exactly as Oracle stores it, e.g. "
             f'"\\"{spelled.upper()}\\"" in the JSON'
         )
@@ -146,7 +146,7 @@ def parse_name(spelled: str) -> OracleName:
 def quote(identifier: str) -> str:
     """A quoted identifier; Oracle has no escape for `"` inside one, so such names are refused."""
     if not _quotable(identifier):
-        raise PasswordChangeError(f"{identifier!r} cannot be quoted as an Oracle identifier")
+        raise PasswordChangeError(f"{shown(identifier)} cannot be quoted as an Oracle identifier")
     return f'"{identifier}"'
 
 
@@ -232,8 +232,8 @@ class OracleRotator(DatabaseRotator[OracleSession]):
         name = parse_name(username)
         if len(name.stored.encode()) > self.max_username_bytes:
             raise SecretFormatError(
-                f"User name {username!r} is longer than {self.max_username_bytes} bytes, Oracle's "
-                f"limit: shorten {current.username!r} so that its clone name fits"
+                f"User name {shown(username)} is longer than {self.max_username_bytes} bytes, Oracle's "
+                f"limit: shorten {shown(current.username)} so that its clone name fits"
             )
 
     # -- passwords -----------------------------------------------------------------------------
@@ -362,7 +362,9 @@ class OracleRotator(DatabaseRotator[OracleSession]):
             name=original.stored,
         )
         if not account:
-            raise PasswordChangeError(f"Oracle has no user {original.stored!r} to clone: check 'username'")
+            raise PasswordChangeError(
+                f"Oracle has no user {shown(original.stored)} to clone: check 'username'"
+            )
         profile, tablespace, temporary = account[0]
         exists = self._query(conn, "SELECT 1 FROM dba_users WHERE username = :name", name=copy.stored)
         wanted, held = self._privileges(conn, original.stored, copy.stored)
@@ -402,7 +404,7 @@ class OracleRotator(DatabaseRotator[OracleSession]):
     def probe(self, conn: OracleSession, username: str) -> None:
         row = self._query(conn, "SELECT USER, 1 + 1 FROM dual")
         if not row or row[0][0] != parse_name(username).stored or row[0][1] != 2:
-            raise SecretTestError(f"The test query did not run as {username!r}")
+            raise SecretTestError(f"The test query did not run as {shown(username)}")
 
     # -- the master's safety rules ---------------------------------------------------------------
     def user_key(self, username: str, secret: DatabaseSecret) -> str:
@@ -428,7 +430,7 @@ class OracleRotator(DatabaseRotator[OracleSession]):
             text += " WITH ADMIN OPTION" if admin == "YES" else ""
             found.add(text + (f" (through role {grantee})" if grantee != name else ""))
         found.update(self._account(conn, name)[0])
-        return [f"{username!r} holds {', '.join(sorted(found))}"] if found else []
+        return [f"{shown(username)} holds {', '.join(sorted(found))}"] if found else []
 
     def clone_mismatch(self, conn: OracleSession, source: str, clone: str) -> list[str]:
         """The rotator's clone holds the source's grants and nothing else: no grant the source
@@ -439,9 +441,10 @@ class OracleRotator(DatabaseRotator[OracleSession]):
         wanted, held = self._privileges(conn, original, copy)
         extra = beyond(held, wanted)
         powers, objects = self._account(conn, copy)
-        found = [f"{clone!r} holds what {source!r} does not: {', '.join(extra)}"] if extra else []
-        found += [f"{clone!r} holds {', '.join(powers)}, which the rotator never grants"] if powers else []
-        return found + ([f"{clone!r} owns {objects} objects"] if objects else [])
+        found = [f"{shown(clone)} holds what {shown(source)} does not: {', '.join(extra)}"] if extra else []
+        if powers:
+            found.append(f"{shown(clone)} holds {', '.join(powers)}, which the rotator never grants")
+        return found + ([f"{shown(clone)} owns {objects} objects"] if objects else [])
 
     def clone_lacks(self, conn: OracleSession, source: str, clone: str) -> list[str]:
         """Compared as grants (and SYSDBA, proxy rights), not as objects: the clone owns none."""
@@ -450,7 +453,7 @@ class OracleRotator(DatabaseRotator[OracleSession]):
         missing = beyond(wanted, held)
         powers = self._account(conn, copy)[0]
         missing += [power for power in self._account(conn, original)[0] if power not in powers]
-        return [f"{clone!r} lacks what {source!r} holds: {', '.join(missing)}"] if missing else []
+        return [f"{shown(clone)} lacks what {shown(source)} holds: {', '.join(missing)}"] if missing else []
 
     def _account(self, conn: OracleSession, stored: str) -> tuple[list[str], int]:
         """SYSDBA and the like and proxy rights of one user, in words; how many objects it owns."""
@@ -524,7 +527,7 @@ class OracleRotator(DatabaseRotator[OracleSession]):
         name = parse_name(username)
         if len(name.stored.encode()) > conn.max_name_bytes:
             raise SecretFormatError(
-                f"User name {username!r} is longer than {conn.max_name_bytes} bytes, the limit of "
+                f"User name {shown(username)} is longer than {conn.max_name_bytes} bytes, the limit of "
                 f"Oracle {conn.version[0]}.{conn.version[1]}: use a shorter user name"
             )
         if len(password.encode()) > conn.max_password_bytes:

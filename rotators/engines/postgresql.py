@@ -134,7 +134,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         """Any role may change its own password; a master needs CREATEROLE, and from PostgreSQL 16
         on, ADMIN OPTION on the user's role to grant it to the clone."""
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [username]).fetchone():
-            return f"role {username!r} does not exist"
+            return f"role {shown(username)} does not exist"
         if not as_master:
             return None
         row = conn.execute(
@@ -151,7 +151,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         if not createrole:
             return "the master user lacks CREATEROLE (ALTER ROLE master CREATEROLE)"
         if version >= 160000 and not admin:
-            return f"the master user needs ADMIN OPTION on {username!r} (GRANT ... WITH ADMIN OPTION)"
+            return f"the master user needs ADMIN OPTION on {shown(username)} (GRANT ... WITH ADMIN OPTION)"
         return None
 
     def set_password(self, conn: psycopg.Connection[Any], username: str, password: str) -> None:
@@ -182,7 +182,8 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         found = []
         for role, itself, *flags in rows:
             attributes = ", ".join(a for a, flag in zip(_ATTRIBUTES, flags, strict=True) if flag)
-            holder = f"{username!r} is" if itself else f"{username!r} is a member of {role!r}, which is"
+            who = shown(username)
+            holder = f"{who} is" if itself else f"{who} is a member of {role!r}, which is"
             found.append(f"{holder} {attributes or 'an administrative role'}")
         return found
 
@@ -197,14 +198,14 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             memberships = dict(conn.execute(_MEMBERSHIPS, [oid]).fetchall())
             (dependents,) = conn.execute(_DEPENDENTS, [oid]).fetchone() or (0,)
         attributes = ("SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS")
-        found = [f"{clone!r} is {a}" for a, flag in zip(attributes, flags, strict=True) if flag]
+        found = [f"{shown(clone)} is {a}" for a, flag in zip(attributes, flags, strict=True) if flag]
         if source not in memberships:
-            found.append(f"{clone!r} exists but is not a member of {source!r}")
+            found.append(f"{shown(clone)} exists but is not a member of {shown(source)}")
         elif memberships[source]:
-            found.append(f"{clone!r} holds ADMIN OPTION on {source!r}")
-        found += [f"{clone!r} is a member of {role!r}" for role in memberships if role != source]
+            found.append(f"{shown(clone)} holds ADMIN OPTION on {shown(source)}")
+        found += [f"{shown(clone)} is a member of {role!r}" for role in memberships if role != source]
         if dependents:
-            found.append(f"{clone!r} owns or holds privileges on {dependents} objects")
+            found.append(f"{shown(clone)} owns or holds privileges on {dependents} objects")
         return found
 
     def clone_lacks(self, conn: psycopg.Connection[Any], source: str, clone: str) -> list[str]:
@@ -216,8 +217,8 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
                 [source, clone],
             ).fetchone()
         if row is None:
-            return [f"{source!r} or {clone!r} does not exist"]
-        return [] if row[0] else [f"{clone!r} is not a member of {source!r}"]
+            return [f"{shown(source)} or {shown(clone)} does not exist"]
+        return [] if row[0] else [f"{shown(clone)} is not a member of {shown(source)}"]
 
     def probe(self, conn: psycopg.Connection[Any], username: str) -> None:
         try:
@@ -225,7 +226,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(f"PostgreSQL went away during the test query: {exc}") from None
         if row is None or row[0] != username or row[1] != 2:
-            raise SecretTestError(f"The test query did not run as {username!r}")
+            raise SecretTestError(f"The test query did not run as {shown(username)}")
 
     def _verifier(self, conn: psycopg.Connection[Any], username: str, password: str) -> sql.Literal:
         """The password as libpq hashes it for this server (SCRAM-SHA-256, or md5 where the server

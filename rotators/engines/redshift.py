@@ -40,6 +40,7 @@ from rotators.errors import (
     SecretFormatError,
     SecretTestError,
     redact,
+    shown,
 )
 from rotators.log import logger
 from rotators.rotation import RotationContext
@@ -225,7 +226,7 @@ class RedshiftRotator(DatabaseRotator[Connection]):
                 )
         except _AskedForCleartext:
             raise CleartextPasswordRefusedError(
-                f"Did not log in as {username!r} at {secret.host}:{secret.port}: the server asked for "
+                f"Did not log in as {shown(username)} at {secret.host}:{secret.port}: the server asked for "
                 "the password in clear text on a connection without TLS, and nothing was sent. Check "
                 'what answers there, and turn TLS on: remove "ssl": false (or sslmode disable) from '
                 "the secret"
@@ -233,7 +234,7 @@ class RedshiftRotator(DatabaseRotator[Connection]):
         except DriverError as exc:
             state, message = _state(exc), redact(_message(exc), [password])
             if state in _REFUSED_STATES:
-                raise LoginRefusedError(f"Redshift refused the login of {username!r}") from None
+                raise LoginRefusedError(f"Redshift refused the login of {shown(username)}") from None
             raise DatabaseUnavailableError(
                 f"Cannot connect to Redshift at {secret.host}:{secret.port}: {message}"
             ) from None
@@ -286,8 +287,8 @@ class RedshiftRotator(DatabaseRotator[Connection]):
         if exists:
             self._execute(conn, [f"ALTER USER {user} PASSWORD {literal}"], password)
         logger.info(
-            f"{clone!r} {'updated' if exists else 'created'} with the groups, roles and privileges of "
-            f"{source!r} ({len(memberships)} memberships, {len(grants)} grants added)"
+            f"{shown(clone)} {'updated' if exists else 'created'} with the groups, roles and privileges of "
+            f"{shown(source)} ({len(memberships)} memberships, {len(grants)} grants added)"
         )
 
     # -- the master's safety rules ------------------------------------------------------------
@@ -301,10 +302,10 @@ class RedshiftRotator(DatabaseRotator[Connection]):
         held directly or through other roles, that manage users, roles or every schema."""
         found = []
         if "SUPERUSER" in (self._attributes(conn, username) or set()):
-            found.append(f"{username!r} is a superuser (CREATEUSER)")
+            found.append(f"{shown(username)} is a superuser (CREATEUSER)")
         if self._is_redshift(conn):
             roles = self._admin_roles(conn, username)
-            found += [f"{username!r} holds the administrative role {role!r}" for role in roles]
+            found += [f"{shown(username)} holds the administrative role {role!r}" for role in roles]
         return found
 
     def clone_mismatch(self, conn: Connection, source: str, clone: str) -> list[str]:
@@ -315,29 +316,29 @@ class RedshiftRotator(DatabaseRotator[Connection]):
             return []
         extra = sorted(held - (self._attributes(conn, source) or set()))
         extra += self._beyond(conn, clone, source)
-        return [f"{clone!r} holds what {source!r} does not: {_listed(extra)}"] if extra else []
+        return [f"{shown(clone)} holds what {shown(source)} does not: {_listed(extra)}"] if extra else []
 
     def clone_lacks(self, conn: Connection, source: str, clone: str) -> list[str]:
         """The clone holds a copy of what the source held when it was last refreshed; whatever the
         source holds beyond it (including what was granted to the source since) is named."""
         wanted, held = self._attributes(conn, source), self._attributes(conn, clone)
         if wanted is None or held is None:
-            return [f"{source!r} or {clone!r} does not exist"]
+            return [f"{shown(source)} or {shown(clone)} does not exist"]
         missing = sorted(wanted - held) + self._beyond(conn, source, clone)
-        return [f"{clone!r} lacks what {source!r} holds: {_listed(missing)}"] if missing else []
+        return [f"{shown(clone)} lacks what {shown(source)} holds: {_listed(missing)}"] if missing else []
 
     # -- testSecret -----------------------------------------------------------------------------
     def probe(self, conn: Connection, username: str) -> None:
         rows = self._rows(conn, "SELECT session_user, 1 + 1")
         if not rows or rows[0][0] != username or rows[0][1] != 2:
-            raise SecretTestError(f"The test query did not run as {username!r}")
+            raise SecretTestError(f"The test query did not run as {shown(username)}")
 
     # -- `rotators check` -----------------------------------------------------------------------
     def change_privileges(self, conn: Connection, username: str, *, as_master: bool) -> str | None:
         """Any user may change its own password; creating the clone and granting it the
         original's privileges takes a superuser (Redshift's admin user is one)."""
         if not self._rows(conn, "SELECT 1 FROM pg_user WHERE usename = %s", username):
-            return f"user {username!r} does not exist"
+            return f"user {shown(username)} does not exist"
         if not as_master:
             return None
         rows = self._rows(conn, "SELECT usesuper FROM pg_user WHERE usename = current_user")

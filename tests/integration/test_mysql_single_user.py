@@ -324,15 +324,18 @@ def test_bad_secret_is_a_typed_error_and_stages_nothing(
     assert mysql_sm.stages(arn) == labels
 
 
-def test_an_unknown_sslmode_is_a_configuration_error(
+def test_an_unknown_sslmode_stops_create_secret(
     mysql_sm: LocalSecretsManager, mariadb: MariaDBServer, role_name: str
 ) -> None:
-    from rotators.errors import ConfigurationError
+    from rotators.errors import SecretFormatError
 
     arn = mysql_sm.create_secret(
         role_name, mysql_secret(mariadb, role_name, "Any-Pass-1", sslmode="preferred")
     )
     token = mysql_sm.start_rotation(arn)
-    invoke(handler, arn, token, "createSecret")
-    with pytest.raises(ConfigurationError, match="'preferred'"):
-        invoke(handler, arn, token, "setSecret")
+    before = mysql_sm.stages(arn, marks=True)
+    with pytest.raises(SecretFormatError, match="'preferred'"):
+        invoke(handler, arn, token, "createSecret")
+    assert mysql_sm.stages(arn, marks=True) == before, "no label moved"
+    with pytest.raises(mysql_sm.client.exceptions.ResourceNotFoundException):
+        mysql_sm.client.get_secret_value(SecretId=arn, VersionId=token)  # no value was staged

@@ -202,10 +202,49 @@ def test_a_control_character_names_the_key_never_the_value(key: str, char: str) 
     assert char not in message
 
 
-def test_a_control_character_in_a_key_the_rotator_never_reads_is_carried_forward() -> None:
-    """A PEM certificate or a note may hold newlines; the rotator passes them on untouched."""
-    secret = parse(text(note="line one\nline two"))
+def test_line_breaks_in_a_key_the_rotator_never_reads_are_carried_forward() -> None:
+    """A PEM certificate or a note may hold newlines and tabs; the rotator passes them on untouched."""
+    pem = "-----BEGIN CERTIFICATE-----\r\nMIIB\tx\n-----END CERTIFICATE-----\n"
+    secret = parse(text(note="line one\nline two", tls={"ca": pem}))
     assert json.loads(secret.to_json())["note"] == "line one\nline two"
+    assert json.loads(secret.to_json())["tls"] == {"ca": pem}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"note": f"{PASSWORD}\x00tail"},
+        {"note": "\x1b[2J"},
+        {"app": {"nested": ["ok", f"bell\x07{PASSWORD}"]}},
+        {"app": {f"key\x00{PASSWORD}": 1}},
+        {"note\x00x": "value"},
+        {"tags": ["\x85"]},
+    ],
+)
+def test_other_control_characters_anywhere_in_the_secret_are_refused(changes: dict[str, Any]) -> None:
+    """NUL, escape, bell and the C1 controls have no place in any string of a secret, nested ones
+    and keys included: they cut C strings short and forge terminal or log output."""
+    with pytest.raises(SecretFormatError, match="control character") as caught:
+        parse(text(**changes))
+    assert PASSWORD not in str(caught.value)
+    assert not any(char in str(caught.value) for char in "\x00\x07\x1b\x85")
+
+
+@pytest.mark.parametrize("mode", ["prefer", "allow", "verify_full", "VERIFY-FULL", ""])
+def test_an_sslmode_the_rotator_does_not_take_is_refused_when_read(mode: str) -> None:
+    """At parse time, so createSecret stops before anything is staged: allow and prefer fall back
+    to plaintext without a word, and a misspelling must not mean a default."""
+    if mode == "":
+        assert parse(text(sslmode=mode)).tls.mode is None, "empty means unset"
+        return
+    with pytest.raises(SecretFormatError, match=r"Key 'sslmode'.*\"ssl\": false") as caught:
+        parse(text(sslmode=mode))
+    assert repr(mode) in str(caught.value)
+
+
+@pytest.mark.parametrize("mode", ["disable", "require", "verify-ca", "verify-full"])
+def test_the_sslmodes_the_rotator_takes(mode: str) -> None:
+    assert parse(text(sslmode=mode)).tls.mode == mode
 
 
 @pytest.mark.parametrize(

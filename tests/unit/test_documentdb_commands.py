@@ -128,12 +128,6 @@ def test_plaintext_only_when_the_secret_says_so(
     assert DocumentDBRotator.tls_options(secret(**changes)) == {"tls": False}
 
 
-@pytest.mark.parametrize("mode", ["prefer", "allow", "verify_full"])
-def test_weak_or_unknown_sslmode_is_refused(mode: str) -> None:
-    with pytest.raises(ConfigurationError, match='"ssl": false'):
-        DocumentDBRotator.tls_options(secret(sslmode=mode))
-
-
 def test_auth_mechanism_applies_to_the_user_and_its_clone_only() -> None:
     rotator = DocumentDBRotator()
     value = secret(authMechanism="SCRAM-SHA-1")

@@ -66,12 +66,6 @@ def test_plaintext_when_the_secret_says_so(ssl: object, monkeypatch: pytest.Monk
     assert PostgreSQLRotator.tls_options(secret(sslmode="disable")) == {"sslmode": "disable"}
 
 
-@pytest.mark.parametrize("mode", ["prefer", "allow", "verify_full"])
-def test_weak_or_unknown_sslmode_in_the_secret_is_refused(mode: str) -> None:
-    with pytest.raises(ConfigurationError, match=repr(mode)):
-        PostgreSQLRotator.tls_options(secret(sslmode=mode))
-
-
 @pytest.mark.parametrize("mode", ["prefer", "allow", "disable"])
 def test_weak_sslmode_in_the_environment_is_refused(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROTATORS_SSLMODE", mode)
