@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "sam"))
 
 import bundle as bundle_module  # noqa: E402  (sam/bundle.py)
 
-from rotators.samtemplate import FunctionSpec, SamTemplate  # noqa: E402
+from rotators.cli.samtemplate import FunctionSpec, SamTemplate  # noqa: E402
 
 # The top-level import names of each engine's driver.
 DRIVERS = {
@@ -79,11 +79,14 @@ def check_contents(spec: FunctionSpec, bundle: Path) -> list[str]:
     module = bundle.joinpath(*spec.handler.split(".")[:-1]).with_suffix(".py")
     if not module.is_file():
         problems.append(f"its handler module {module.relative_to(bundle)} is missing")
-    if (bundle / "rotators" / "local").exists():
-        problems.append("holds rotators/local (test servers)")
+    for audience in ("cli", "testing"):
+        if (bundle / "rotators" / audience).exists():
+            problems.append(f"holds rotators/{audience}, which no Lambda imports")
     engines_dir = bundle / "rotators" / "engines"
     if engines_dir.is_dir():
-        others = sorted(p.stem for p in engines_dir.glob("*.py") if p.stem not in {"__init__", engine})
+        own = {"__init__", engine}
+        names = {p.stem for p in engines_dir.glob("*.py")}
+        others = sorted(name for name in names - own if not name.startswith(f"{engine}_"))
         if others:
             problems.append(f"holds other engines' modules: {', '.join(others)}")
     return problems

@@ -33,9 +33,9 @@ import psycopg
 from psycopg import sql
 
 from rotators.engines.postgresql import PostgreSQLRotator
-from rotators.local.postgres import PostgresFactory, PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.secrets import SecretStore
+from rotators.testing.postgres import PostgresFactory, PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 

@@ -5,9 +5,10 @@ rotators/, with ARTIFACTS_DIR as the output. Nothing here needs Docker or the La
 Python: pip downloads wheels built for the Lambda platform (manylinux, the function's
 architecture, CPython 3.12) and never runs a build of its own (`--only-binary=:all:`).
 
-A bundle holds only what its handler imports: the core modules, its own engine module and its
-own extra's packages (one driver), never another engine's driver, the local test servers
-(rotators/local) or the command-line modules.
+A bundle holds only what its handler imports, from an allow-list: the runtime (the modules at the
+top of rotators/), its own engine module with that module's helpers (`<engine>_*.py` beside it)
+and its own extra's packages (one driver); never another engine, the command-line modules
+(rotators/cli) or the test support (rotators/testing).
 
 When a CPython of the runtime's version is on the build machine (python3.12 on PATH, pyenv's,
 or $LAMBDA_PRECOMPILE_PYTHON), the bundle also gets bytecode (`unchecked-hash` .pyc files):
@@ -38,8 +39,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "rotators"
-# Modules only the `rotators` command uses; a Lambda never imports them.
-CLI_ONLY = {"cli.py", "demo.py", "invoke.py", "wire.py", "samtemplate.py"}
 # Wheels for Amazon Linux 2023 (glibc 2.34), the OS of the python3.12 runtime.
 MANYLINUX = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "manylinux_2_34")
 ARCHES = {"x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
@@ -84,12 +83,12 @@ def handler_file(source: Path, handler: str) -> Path:
 
 
 def copy_package(source: Path, out: Path, handler_path: Path) -> None:
-    """The core (top-level modules), and in sub-packages only the handler's own module."""
+    """The runtime (the top-level modules), and in sub-packages only the handler's own module and
+    its helpers (`<module>_*.py`): rotators/cli and rotators/testing are never copied."""
     target = out / PACKAGE
     target.mkdir(parents=True, exist_ok=True)
     for path in sorted(source.glob("*.py")):
-        if path.name not in CLI_ONLY:
-            shutil.copy2(path, target / path.name)
+        shutil.copy2(path, target / path.name)
     relative = handler_path.relative_to(source)
     for depth in range(1, len(relative.parts)):
         package = relative.parts[:depth]
@@ -97,6 +96,8 @@ def copy_package(source: Path, out: Path, handler_path: Path) -> None:
         init = source.joinpath(*package, "__init__.py")
         if init.exists():
             shutil.copy2(init, target.joinpath(*package, "__init__.py"))
+    for path in sorted(handler_path.parent.glob(f"{handler_path.stem}_*.py")):
+        shutil.copy2(path, target / relative.parent / path.name)
     shutil.copy2(handler_path, target / relative)
 
 

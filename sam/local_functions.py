@@ -1,7 +1,7 @@
 """Print how SAM CLI itself reads each function of a template for `sam local invoke`, as JSON.
 
 Runs in the SAM tools venv: `.venv-sam/bin/python sam/local_functions.py template.yaml [K=V ...]`.
-tests/unit/test_samtemplate.py compares it with rotators.samtemplate, the reader behind
+tests/unit/test_samtemplate.py compares it with rotators.cli.samtemplate, the reader behind
 `rotators invoke`, so the Docker-free twin sees the same handler and environment as SAM.
 """
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from rotators.local.apikeys import ApiKeyService
-from rotators.local.mariadb import MariaDBFactory, MariaDBServer
-from rotators.local.postgres import PostgresFactory, PostgresServer
-from rotators.local.secantus import SecantusFactory, SecantusServer
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.log import logger
 from rotators.secrets import SecretStore
+from rotators.testing.apikeys import ApiKeyService
+from rotators.testing.mariadb import MariaDBFactory, MariaDBServer
+from rotators.testing.postgres import PostgresFactory, PostgresServer
+from rotators.testing.secantus import SecantusFactory, SecantusServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 
 if TYPE_CHECKING:  # imported where used: tests/test_leak_check.py runs this file outside the package
     from tests.redshift_shims import StartupParameterProxy
@@ -367,8 +367,8 @@ def mongo_secret(server: SecantusServer, username: str, password: str, **extra: 
     }
 
 
-# -- custom rotators: the conformance kit (rotators.testing) and a local API key service ---------------
-pytest_plugins = ["rotators.testing"]
+# -- custom rotators: the conformance kit (rotators.testing.conformance) and a local API key service ---
+pytest_plugins = ["rotators.testing.conformance"]
 
 
 @pytest.fixture(scope="session")
@@ -379,7 +379,7 @@ def rotators_local_sm(_sm_server: LocalSecretsManager) -> LocalSecretsManager:
 
 @pytest.fixture(scope="session")
 def api_key_service() -> Iterator[ApiKeyService]:
-    """A real HTTPS API key service on 127.0.0.1 (rotators/local/apikeys.py)."""
+    """A real HTTPS API key service on 127.0.0.1 (rotators/testing/apikeys.py)."""
     service = ApiKeyService()
     yield service
     service.close()

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.tls import CertificateAuthority
 
 SSL_REQUEST = 80877103
 REDSHIFT_ONLY_PARAMETERS = frozenset(

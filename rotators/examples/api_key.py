@@ -1,7 +1,7 @@
 """Rotate a key of an HTTP API key service. Handler: rotators.examples.api_key.handler.
 
 The secret: {"endpoint": "https://api.example.com", "key_id": "key_123", "api_key": "sk_..."}.
-The service (see rotators/local/apikeys.py for a local one) authenticates with
+The service (see rotators/testing/apikeys.py for a local one) authenticates with
 `Authorization: Bearer <api_key>` and offers GET /whoami, POST /keys, PUT and DELETE /keys/{id}.
 
 `ApiKeyRotator` is the issuer shape: each rotation mints a new key, and the key before the

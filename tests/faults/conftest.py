@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from botocore.retries.standard import ExponentialBackoff
 
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Watched
 from tests.faults.harness import MATRIX, DbAdmin, EngineUnderTest, Strategy, World
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from rotators.database import DatabaseRotator
 from rotators.errors import RotationError
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS
 from tests.faults.injection import (
     Injector,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rotators.check import ENGINE_MODULE_NAMES, rotator_for, rotator_serving, run_checks
+from rotators.cli.check import ENGINE_MODULE_NAMES, rotator_for, rotator_serving, run_checks
 from rotators.engines.postgresql import handler
 from rotators.errors import (
     ConfigurationError,
@@ -23,8 +23,8 @@ from rotators.errors import (
     SecretNotFoundError,
     VersionStageError,
 )
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS, Watched, pg_secret
 
 MAX_MESSAGE = 1000

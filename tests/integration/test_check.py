@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from rotators.cli import main
-from rotators.local.mariadb import MariaDBServer
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.mariadb import MariaDBServer
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.tls import CertificateAuthority
 from tests.conftest import Admin, MariaDBAdmin, Watched, mysql_secret, pg_secret
 
 

@@ -18,9 +18,9 @@ import rotators.examples.api_key as example
 from rotators.custom import CredentialRefusedError, JsonSecret, ServiceUnavailableError
 from rotators.errors import LoginError, SecretFormatError, TargetMismatchError
 from rotators.examples.api_key import ApiKeyRotator, ApiKeyUpdater
-from rotators.local.apikeys import ApiKeyService
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.testing import SCENARIOS, RotatorConformance
+from rotators.testing.apikeys import ApiKeyService
+from rotators.testing.conformance import SCENARIOS, RotatorConformance
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import invoke
 
 
@@ -228,7 +228,7 @@ def test_the_example_is_at_most_40_lines_of_code() -> None:
 def test_runtime_modules_import_neither_pytest_nor_moto_nor_the_kit() -> None:
     probe = (
         "import sys, rotators.examples.api_key, rotators.custom, rotators.rotation;"
-        "bad = [m for m in ('pytest', 'moto', 'rotators.testing', 'rotators.local') if m in sys.modules];"
+        "bad = [m for m in ('pytest', 'moto', 'rotators.testing', 'rotators.cli') if m in sys.modules];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, timeout=60)

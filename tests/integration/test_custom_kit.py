@@ -9,9 +9,9 @@ import pytest
 
 from rotators.custom import JsonSecret, RotationContext
 from rotators.examples.api_key import ApiKeyRotator, ApiKeyUpdater
-from rotators.local.apikeys import ApiKeyService
 from rotators.log import logger
-from rotators.testing import RotatorConformance
+from rotators.testing.apikeys import ApiKeyService
+from rotators.testing.conformance import RotatorConformance
 
 pytest_plugins = ["pytester"]
 
@@ -124,11 +124,11 @@ def test_the_kit_leaves_the_rotator_as_it_found_it(
     assert "make_pending" not in vars(rotator) and "move_stage" not in vars(rotator.store)
 
 
-USER_CONFTEST = 'pytest_plugins = ["rotators.testing"]\n'
+USER_CONFTEST = 'pytest_plugins = ["rotators.testing.conformance"]\n'
 USER_TEST = """
 import pytest
 from rotators.examples.api_key import ApiKeyRotator
-from rotators.local.apikeys import ApiKeyService
+from rotators.testing.apikeys import ApiKeyService
 
 
 @pytest.fixture

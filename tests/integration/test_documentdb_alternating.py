@@ -11,8 +11,8 @@ import pytest
 
 from rotators.engines.documentdb import handler
 from rotators.errors import LoginError, PasswordChangeError, SecretNotFoundError, TargetMismatchError
-from rotators.local.secantus import SecantusServer
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secantus import SecantusServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import MongoAdmin, invoke, mongo_secret
 
 READ_WRITE = {"role": "readWrite", "db": "orders"}

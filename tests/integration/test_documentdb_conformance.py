@@ -11,9 +11,9 @@ import pytest
 
 from rotators.database import DatabaseSecret
 from rotators.engines.documentdb import DocumentDBRotator
-from rotators.local.secantus import SecantusServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.testing import SCENARIOS, RotatorConformance
+from rotators.testing.conformance import SCENARIOS, RotatorConformance
+from rotators.testing.secantus import SecantusServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import MongoAdmin, mongo_secret
 
 SELF_SERVICE = [{"resource": {"db": "admin", "collection": ""}, "actions": ["changeOwnPassword", "viewUser"]}]

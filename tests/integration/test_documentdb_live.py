@@ -24,7 +24,7 @@ import pymongo
 import pytest
 
 from rotators.engines.documentdb import handler
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Watched, invoke
 
 URI = os.environ.get("ROTATORS_TEST_MONGODB_URI", "")

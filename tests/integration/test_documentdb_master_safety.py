@@ -20,8 +20,8 @@ from pymongo import monitoring
 from rotators.database import DatabaseSecret
 from rotators.engines.documentdb import DocumentDBRotator, handler
 from rotators.errors import DatabaseUnavailableError, LoginError, PrivilegeError, TargetMismatchError
-from rotators.local.secantus import SecantusFactory, SecantusServer
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secantus import SecantusFactory, SecantusServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import MongoAdmin, invoke, mongo_secret
 
 READ_WRITE = {"role": "readWrite", "db": "orders"}

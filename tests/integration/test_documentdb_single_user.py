@@ -20,9 +20,9 @@ from rotators.errors import (
     TargetMismatchError,
     VersionStageError,
 )
-from rotators.local.secantus import SecantusFactory, SecantusServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.secantus import SecantusFactory, SecantusServer
+from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.tls import CertificateAuthority
 from tests.conftest import MongoAdmin, Watched, invoke, mongo_secret
 
 SELF_SERVICE = {"role": "rotatorsChangeOwnPassword", "db": "admin"}

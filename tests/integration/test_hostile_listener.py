@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from rotators.engines import mysql, postgresql
 from rotators.errors import DatabaseUnavailableError, LoginError, RotationError, TargetMismatchError
-from rotators.local.mariadb import MariaDBServer
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.mariadb import MariaDBServer
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.tls import CertificateAuthority
 from tests.conftest import Admin, MariaDBAdmin, invoke, mysql_secret, pg_secret
 
 HOST = "127.0.0.1"

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from rotators.cli import main
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.secrets import SecretStore
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS, Admin, Watched
 
 ROOT = Path(__file__).resolve().parents[2]

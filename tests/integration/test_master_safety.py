@@ -20,8 +20,8 @@ from rotators.errors import (
     TargetMismatchError,
     VersionStageError,
 )
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.secrets import ROTATORS_TESTED
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Admin, MariaDBAdmin, invoke, mysql_secret, pg_secret
 
 HOST = "127.0.0.1"

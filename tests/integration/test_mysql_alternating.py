@@ -12,8 +12,8 @@ import pytest
 
 from rotators.engines.mysql import handler
 from rotators.errors import PasswordChangeError, SecretFormatError
-from rotators.local.mariadb import MariaDBServer
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.mariadb import MariaDBServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import MariaDBAdmin, invoke, mysql_secret
 
 HOST = "127.0.0.1"

@@ -11,9 +11,9 @@ import pytest
 
 from rotators.database import DatabaseSecret
 from rotators.engines.mysql import MySQLRotator
-from rotators.local.mariadb import MariaDBServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.testing import SCENARIOS, RotatorConformance
+from rotators.testing.conformance import SCENARIOS, RotatorConformance
+from rotators.testing.mariadb import MariaDBServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import MariaDBAdmin, mysql_secret
 
 

@@ -24,7 +24,7 @@ import pymysql
 import pytest
 
 from rotators.engines.mysql import MySQLRotator, handler
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import invoke
 
 DSN = os.environ.get("ROTATORS_TEST_MYSQL_DSN", "")

@@ -17,9 +17,9 @@ from rotators.errors import (
     TargetMismatchError,
     VersionStageError,
 )
-from rotators.local.mariadb import MariaDBFactory, MariaDBServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.mariadb import MariaDBFactory, MariaDBServer
+from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.tls import CertificateAuthority
 from tests.conftest import MariaDBAdmin, Watched, invoke, mysql_secret
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from rotators.engines.postgresql import handler
 from rotators.errors import LoginError
-from rotators.local.postgres import PostgresFactory
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.postgres import PostgresFactory
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS, Admin, Watched, invoke
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from rotators.engines.oracle import OracleRotator, handler
 from rotators.errors import LoginError, PrivilegeError, TargetMismatchError
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Watched, invoke
 
 DSN = os.environ.get("ROTATORS_TEST_ORACLE_DSN", "")

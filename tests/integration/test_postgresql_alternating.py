@@ -9,8 +9,8 @@ import pytest
 
 from rotators.engines.postgresql import handler
 from rotators.errors import SecretFormatError, SecretNotFoundError, TargetMismatchError
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Admin, invoke, pg_secret
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from rotators.database import DatabaseSecret
 from rotators.engines.postgresql import PostgreSQLRotator
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.testing import SCENARIOS, RotatorConformance
+from rotators.testing.conformance import SCENARIOS, RotatorConformance
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Admin, pg_secret
 
 

@@ -16,9 +16,9 @@ from rotators.errors import (
     TargetMismatchError,
     VersionStageError,
 )
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.tls import CertificateAuthority
 from tests.conftest import Admin, Watched, invoke, pg_secret
 
 

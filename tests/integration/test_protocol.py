@@ -9,7 +9,7 @@ import pytest
 
 from rotators.engines.postgresql import handler
 from rotators.errors import EventError, RotationNotEnabledError, SecretNotFoundError, VersionStageError
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Admin, Watched, invoke
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from rotators.engines.redshift import RedshiftRotator, handler
 from rotators.errors import PasswordChangeError, SecretFormatError
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.testing import SCENARIOS, RotatorConformance
+from rotators.testing.conformance import SCENARIOS, RotatorConformance
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Admin, invoke, redshift_secret
 from tests.redshift_shims import StartupParameterProxy
 

@@ -37,7 +37,7 @@ import pytest
 
 from rotators.engines.redshift import RedshiftRotator, handler
 from rotators.errors import LoginError, PrivilegeError
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import invoke
 
 DSN = os.environ.get("ROTATORS_TEST_REDSHIFT_DSN", "")

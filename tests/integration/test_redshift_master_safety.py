@@ -31,7 +31,7 @@ from rotators.errors import (
     PrivilegeError,
     TargetMismatchError,
 )
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS, Admin, Watched, invoke, redshift_secret
 from tests.redshift_shims import SSL_REQUEST, StartupParameterProxy
 

@@ -22,9 +22,9 @@ from rotators.errors import (
     SecretFormatError,
     VersionStageError,
 )
-from rotators.local.postgres import PostgresFactory, PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.postgres import PostgresFactory, PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.tls import CertificateAuthority
 from tests.conftest import Admin, Watched, invoke, redshift_secret
 from tests.redshift_shims import StartupParameterProxy
 

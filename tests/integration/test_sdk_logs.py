@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rotators.engines import mysql, postgresql
-from rotators.local.mariadb import MariaDBServer
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.log import QUIET_LOGGERS, logger
 from rotators.secrets import PasswordPolicy, SecretStore
+from rotators.testing.mariadb import MariaDBServer
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Admin, MariaDBAdmin, Watched, _generated, invoke, mysql_secret, pg_secret
 
 MARKER = "function-debug-" + uuid.uuid4().hex

@@ -17,9 +17,9 @@ import pytest
 from rotators.engines import mysql, redshift
 from rotators.engines.mysql import ed25519_key, native_hash
 from rotators.engines.redshift import md5_password
-from rotators.local.mariadb import MariaDBServer
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.mariadb import MariaDBServer
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Admin, MariaDBAdmin, invoke, mysql_secret, redshift_secret
 from tests.redshift_shims import StartupParameterProxy
 

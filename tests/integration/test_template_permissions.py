@@ -19,14 +19,14 @@ from typing import Any
 import boto3
 import pytest
 
+from rotators.cli.samtemplate import SamTemplate
 from rotators.engines.postgresql import PostgreSQLRotator
 from rotators.examples.api_key import ApiKeyRotator
-from rotators.local.apikeys import ApiKeyService
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.rotation import Rotator
-from rotators.samtemplate import SamTemplate
 from rotators.secrets import SecretStore
+from rotators.testing.apikeys import ApiKeyService
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS, Admin, invoke, pg_secret
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

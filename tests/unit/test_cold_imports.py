@@ -18,7 +18,7 @@ DRIVERS = {
     "oracle": "oracledb",
     "documentdb": "pymongo",
 }
-NEVER_AT_RUNTIME = ("pytest", "moto", "rotators.local", "rotators.testing", "hypothesis")
+NEVER_AT_RUNTIME = ("pytest", "moto", "rotators.testing", "rotators.cli", "hypothesis")
 
 
 @pytest.mark.parametrize("engine", sorted(DRIVERS))

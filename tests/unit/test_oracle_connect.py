@@ -20,7 +20,7 @@ import pytest
 from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines.oracle import OracleRotator
 from rotators.errors import ConfigurationError, DatabaseUnavailableError, LoginError, SecretFormatError
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.tls import CertificateAuthority
 from tests.oracle_double import OracleDouble, ora_error
 
 PASSWORD = "Secret-pass-1"

@@ -18,9 +18,9 @@ import pytest
 from rotators.database import LoginRefusedError
 from rotators.engines.oracle import OracleRotator, handler
 from rotators.errors import LoginError, PrivilegeError, RotationError, TargetMismatchError
-from rotators.local.secretsmanager import LocalSecretsManager
-from rotators.local.tls import CertificateAuthority
 from rotators.secrets import AWSCURRENT, ROTATORS_TESTED
+from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.tls import CertificateAuthority
 from tests.conftest import invoke
 from tests.oracle_double import Dictionary, OracleDouble, stored
 

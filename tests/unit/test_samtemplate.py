@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from rotators.cli.invoke import LambdaContext, resolve_environment
+from rotators.cli.samtemplate import SamTemplate, parse_parameter_overrides
+from rotators.cli.wire import ENGINES, rotation_rules
 from rotators.database import DatabaseRotator
 from rotators.errors import ConfigurationError
-from rotators.invoke import LambdaContext, resolve_environment
-from rotators.samtemplate import SamTemplate, parse_parameter_overrides
-from rotators.wire import ENGINES, rotation_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from rotators.cli.invoke import Target, call, default_region, lambda_variables, patched_environ, prepare
+from rotators.cli.samtemplate import FunctionSpec
 from rotators.errors import ConfigurationError
-from rotators.invoke import Target, call, default_region, lambda_variables, patched_environ, prepare
-from rotators.samtemplate import FunctionSpec
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 

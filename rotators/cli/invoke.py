@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from rotators.cli.samtemplate import LOCAL_ACCOUNT_ID, FunctionSpec, SamTemplate, parse_parameter_overrides
 from rotators.errors import ConfigurationError
-from rotators.samtemplate import LOCAL_ACCOUNT_ID, FunctionSpec, SamTemplate, parse_parameter_overrides
 
 
 @dataclass
@@ -96,7 +96,7 @@ def resolve_environment(
     spec: FunctionSpec, env_vars: Mapping[str, Mapping[str, Any]], shell: Mapping[str, str]
 ) -> tuple[dict[str, str], list[str]]:
     """The function's variables with SAM's precedence, and the overrides SAM would ignore."""
-    from rotators.samtemplate import stringify
+    from rotators.cli.samtemplate import stringify
 
     overrides: dict[str, Any] = dict(env_vars.get("Parameters", {}))
     overrides.update(env_vars.get(spec.logical_id) or env_vars.get(spec.function_name) or {})

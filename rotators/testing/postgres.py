@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.tls import CertificateAuthority
 
 
 def free_port() -> int:

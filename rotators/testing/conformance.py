@@ -9,7 +9,7 @@ it), nothing older, no value a failed attempt made. At the end it checks that no
 reached a log line (at DEBUG), stdout, stderr or an error message.
 
     # conftest.py
-    pytest_plugins = ["rotators.testing"]
+    pytest_plugins = ["rotators.testing.conformance"]
 
     # test_my_rotator.py
     def test_my_rotator(rotator_conformance):
@@ -36,10 +36,10 @@ from typing import Any, Generic, TypeVar
 import pytest
 
 from rotators.errors import RotationError, VersionStageError, redact
-from rotators.local.secretsmanager import LocalSecretsManager
 from rotators.log import logger
 from rotators.rotation import RotationContext, Rotator
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS
+from rotators.testing.secretsmanager import LocalSecretsManager
 
 S = TypeVar("S")
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rotators.local.postgres import _chown, free_port
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.postgres import _chown, free_port
+from rotators.testing.tls import CertificateAuthority
 
 # Small InnoDB files keep the template (and each copy of it) at about 25 MB.
 _COMMON_OPTIONS = ("--innodb-log-file-size=8M", "--innodb-buffer-pool-size=16M", "--skip-name-resolve")

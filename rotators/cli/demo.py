@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rotators.local.postgres import PostgresServer
-from rotators.local.secretsmanager import LocalSecretsManager
+from rotators.testing.postgres import PostgresServer
+from rotators.testing.secretsmanager import LocalSecretsManager
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 
@@ -26,7 +26,7 @@ def fingerprint(password: str) -> str:
 
 
 def run(strategies: list[str], out: Callable[[str], None] = print, verbose: bool = False) -> int:
-    from rotators.local.postgres import PostgresFactory
+    from rotators.testing.postgres import PostgresFactory
 
     out("Starting a throwaway PostgreSQL (SCRAM passwords, TLS) and a local Secrets Manager (moto)...")
     factory = PostgresFactory()

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.tls import CertificateAuthority
 
 MIN_SECRET_LENGTH = 20
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rotators.local.postgres import free_port
-from rotators.local.tls import CertificateAuthority
+from rotators.testing.postgres import free_port
+from rotators.testing.tls import CertificateAuthority
 
 ROOT_USER = "root"
 

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--secret-id", required=True, help="name or ARN of the secret")
     check.add_argument("--engine", help="engine module (postgresql, mysql, ...); default: the secret's")
     check.add_argument("--json", action="store_true", help="print the checks as JSON")
-    from rotators import invoke as invoke_module
-    from rotators import wire as wire_module
+    from rotators.cli import invoke as invoke_module
+    from rotators.cli import wire as wire_module
 
     invoke_help = "run a function of template.yaml with an event file, like sam local invoke"
     rotate_help = "start a rotation and run its four steps here, as Secrets Manager would"
@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         return sam_commands[args.command](args)
 
     if args.command == "check":
-        from rotators import check as check_module
+        from rotators.cli import check as check_module
 
         return check_module.render(check_module.run_checks(args.secret_id, args.engine), args.json)
 
     if args.command == "demo":
         os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "WARNING"
-        from rotators import demo as demo_module
+        from rotators.cli import demo as demo_module
 
         strategies = ["single", "alternating"] if args.strategy == "both" else [args.strategy]
         try:
