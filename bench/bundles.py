@@ -37,15 +37,10 @@ sys.path.insert(0, str(ROOT / "sam"))
 import bundle as bundle_module  # noqa: E402  (sam/bundle.py)
 
 from rotators.cli.samtemplate import FunctionSpec, SamTemplate  # noqa: E402
+from rotators.engines import ENGINES  # noqa: E402
 
 # The top-level import names of each engine's driver.
-DRIVERS = {
-    "postgresql": ("psycopg", "psycopg_binary"),
-    "mysql": ("pymysql",),
-    "redshift": ("redshift_connector",),
-    "oracle": ("oracledb",),
-    "documentdb": ("pymongo",),
-}
+DRIVERS = {engine.name: engine.drivers for engine in ENGINES}
 MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 
 

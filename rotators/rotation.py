@@ -96,6 +96,9 @@ class Step(StrEnum):
         )
 
 
+STEPS: tuple[Step, ...] = tuple(Step)  # in the order Secrets Manager calls them
+
+
 @dataclass(frozen=True)
 class RotationEvent:
     """The event Secrets Manager sends, parsed once. RotationToken is sensitive: never shown."""

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import pkgutil
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import rotators.engines
 from rotators.database import NOT_CHECKED, DatabaseRotator, DatabaseSecret
+from rotators.engines import BY_NAME, ENGINES, Engine, serving
 from rotators.errors import RotationError, SecretFormatError, clipped, shown
 from rotators.secrets import AWSCURRENT, SecretStore
-
-# Each engine module's name is also the name of its extra (rotators[<module>]).
-ENGINE_MODULE_NAMES = tuple(sorted(m.name for m in pkgutil.iter_modules(rotators.engines.__path__)))
 
 
 @dataclass(frozen=True)
@@ -30,14 +26,13 @@ class Check:
     fix: str = ""
 
 
-def rotator_for(engine_module: str) -> DatabaseRotator[Any]:
+def rotator_for(engine: Engine) -> DatabaseRotator[Any]:
     """The very rotator the Lambda handler of that engine uses."""
     try:
-        module = importlib.import_module(f"rotators.engines.{engine_module}")
+        module = importlib.import_module(engine.module)
     except ModuleNotFoundError as exc:
         raise RotationError(
-            f"No rotator for engine {engine_module!r} (or its driver is not installed: {exc.name}); "
-            f"install rotators[{engine_module}]"
+            f"The {engine.title} rotator needs its driver {exc.name}: install rotators[{engine.name}]"
         ) from None
     rotator = module.handler.__self__
     assert isinstance(rotator, DatabaseRotator)
@@ -45,24 +40,15 @@ def rotator_for(engine_module: str) -> DatabaseRotator[Any]:
 
 
 def rotator_serving(engine: str) -> DatabaseRotator[Any]:
-    """The rotator whose handler accepts this `engine` value (its class's `engines`), or the
-    engine module of that name: the map is the handlers' own, so check and rotation agree."""
-    if engine in ENGINE_MODULE_NAMES:
-        return rotator_for(engine)
-    missing: list[str] = []
-    for name in ENGINE_MODULE_NAMES:
-        try:
-            rotator = rotator_for(name)
-        except RotationError:  # its driver is not installed
-            missing.append(name)
-            continue
-        if engine in rotator.engines:
-            return rotator
-    hint = f"; the rotators for {', '.join(missing)} lack their driver: install rotators[<name>]"
-    raise RotationError(
-        f"No rotator serves engine {shown(engine, 60)}: use one of the engine values in README: "
-        f"Engines{hint if missing else ''}"
-    )
+    """The rotator whose handler takes a secret with this `engine` value (or an engine module's
+    name, as `--engine` takes): the registry's map, which the engine classes use too."""
+    found = BY_NAME.get(engine) or serving(engine)
+    if found is None:
+        raise RotationError(
+            f"No rotator serves engine {shown(engine, 60)}: use one of "
+            f"{', '.join(sorted(set().union(*(e.secret_engines for e in ENGINES))))}"
+        )
+    return rotator_for(found)
 
 
 def run_checks(secret_id: str, engine: str | None = None, store: SecretStore | None = None) -> list[Check]:

@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rotators.rotation import STEPS
 from rotators.testing.postgres import PostgresServer
 from rotators.testing.secretsmanager import LocalSecretsManager
-
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 
 
 def fingerprint(password: str) -> str:

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from rotators import engines as registry
 from rotators.cli.invoke import Target, call, default_region, lambda_variables, patched_environ, prepare
 from rotators.cli.samtemplate import FunctionSpec
 from rotators.errors import ConfigurationError
-
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+from rotators.rotation import STEPS
 
 
 @dataclass(frozen=True)
-class Engine:
+class Function:
+    """A rotator function of template.yaml."""
+
     logical_id: str
     handler: str
 
@@ -36,13 +38,9 @@ class Engine:
         return f"{self.logical_id}Arn"
 
 
-ENGINES = {
-    "postgresql": Engine("PostgreSQLRotator", "rotators.engines.postgresql.handler"),
-    "mysql": Engine("MySQLRotator", "rotators.engines.mysql.handler"),
-    "redshift": Engine("RedshiftRotator", "rotators.engines.redshift.handler"),
-    "oracle": Engine("OracleRotator", "rotators.engines.oracle.handler"),
-    "documentdb": Engine("DocumentDBRotator", "rotators.engines.documentdb.handler"),
-    "api-key-example": Engine("ApiKeyExampleRotator", "rotators.examples.api_key.handler"),
+# The engines' functions, from the registry, and the example's.
+ENGINES = {engine.name: Function(engine.logical_id, engine.handler) for engine in registry.ENGINES} | {
+    "api-key-example": Function("ApiKeyExampleRotator", "rotators.examples.api_key.handler"),
 }
 
 

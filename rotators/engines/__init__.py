@@ -1,1 +1,61 @@
-"""One module per database engine. Import only the one you need: each imports its own driver."""
+"""The database engines, one module each, and the one registry every consumer reads.
+
+Import only the engine you need: each module imports its own driver. This file imports none,
+so the command, the template checks, the bundler's benchmarks and the tests can list the engines
+without loading a driver. A test fails when template.yaml, sam/Makefile, the pip extras or an
+engine class disagree with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the world outside an engine module knows of it."""
+
+    name: str  # its module under rotators.engines, and its pip extra: rotators[<name>]
+    title: str
+    secret_engines: frozenset[str]  # the `engine` values of the secrets its handler serves
+    drivers: tuple[str, ...]  # the driver's top-level import names, the first one imported
+    logical_id: str  # its function in template.yaml, and sam/Makefile's build-<logical_id>
+
+    @property
+    def module(self) -> str:
+        return f"{__name__}.{self.name}"
+
+    @property
+    def handler(self) -> str:
+        return f"{self.module}.handler"
+
+    @property
+    def driver(self) -> str:
+        return self.drivers[0]
+
+
+ENGINES: tuple[Engine, ...] = (
+    Engine(
+        "postgresql", "PostgreSQL", frozenset({"postgres", "postgresql", "aurora-postgresql"}),
+        ("psycopg", "psycopg_binary"), "PostgreSQLRotator",
+    ),
+    Engine(
+        "mysql", "MySQL and MariaDB", frozenset({"mysql", "aurora-mysql", "mariadb"}),
+        ("pymysql",), "MySQLRotator",
+    ),
+    Engine(
+        "redshift", "Redshift", frozenset({"redshift", "redshift-serverless"}),
+        ("redshift_connector",), "RedshiftRotator",
+    ),
+    Engine("oracle", "Oracle", frozenset({"oracle"}), ("oracledb",), "OracleRotator"),
+    Engine(
+        "documentdb", "DocumentDB and MongoDB", frozenset({"mongo", "mongodb", "documentdb"}),
+        ("pymongo",), "DocumentDBRotator",
+    ),
+)  # fmt: skip
+BY_NAME = {engine.name: engine for engine in ENGINES}
+
+
+def serving(secret_engine: str) -> Engine | None:
+    """The engine whose handler takes a secret with this `engine` value."""
+    return next((engine for engine in ENGINES if secret_engine in engine.secret_engines), None)

@@ -37,13 +37,12 @@ import pytest
 
 from rotators.errors import RotationError, VersionStageError, redact
 from rotators.log import logger
-from rotators.rotation import RotationContext, Rotator
+from rotators.rotation import STEPS, RotationContext, Rotator
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS
 from rotators.testing.secretsmanager import LocalSecretsManager
 
 S = TypeVar("S")
 
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 HOOKS = {"make_pending": "createSecret", "set_pending": "setSecret", "test_pending": "testSecret"}
 SCENARIOS = ("two_rotations", "repeated_steps", "abandoned_pending", "crash_and_retry", "failing_hooks")
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from rotators.cli.check import ENGINE_MODULE_NAMES, rotator_for, rotator_serving, run_checks
+from rotators.cli.check import rotator_for, rotator_serving, run_checks
+from rotators.engines import BY_NAME, ENGINES
 from rotators.engines.postgresql import handler
 from rotators.errors import (
     ConfigurationError,
@@ -264,13 +265,13 @@ def test_a_good_rotation_still_runs_with_a_fractional_timeout(
 # -- rotators check: every engine value a handler accepts ------------------------------------------------
 def test_check_serves_every_engine_value_its_handler_accepts() -> None:
     served = 0
-    for module in ENGINE_MODULE_NAMES:
-        rotator = rotator_for(module)
-        for engine in rotator.engines:
-            assert type(rotator_serving(engine)) is type(rotator), engine
+    for engine in ENGINES:
+        rotator = rotator_for(engine)
+        for value in rotator.engines:
+            assert type(rotator_serving(value)) is type(rotator), value
             served += 1
     assert served >= 12
-    assert rotator_serving("mongodb").kind == rotator_for("documentdb").kind
+    assert rotator_serving("mongodb").kind == rotator_for(BY_NAME["documentdb"]).kind
     with pytest.raises(RotationError, match="No rotator serves engine") as caught:
         rotator_serving("x" * 60_000)
     assert len(str(caught.value)) <= MAX_MESSAGE

@@ -11,13 +11,9 @@ import sys
 
 import pytest
 
-DRIVERS = {
-    "postgresql": "psycopg",
-    "mysql": "pymysql",
-    "redshift": "redshift_connector",
-    "oracle": "oracledb",
-    "documentdb": "pymongo",
-}
+from rotators.engines import ENGINES
+
+DRIVERS = {engine.name: engine.driver for engine in ENGINES}
 NEVER_AT_RUNTIME = ("pytest", "moto", "rotators.testing", "rotators.cli", "hypothesis")
 
 
