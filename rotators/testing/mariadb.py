@@ -9,19 +9,13 @@ account a local TCP login matches. As root, the server runs as the `mysql` OS us
 
 from __future__ import annotations
 
-import os
-import pwd
-import secrets
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from rotators.testing.postgres import _chown, free_port
+from rotators.testing.servers import ServerFactory, ServerProcess, chown, free_port, run_as
 from rotators.testing.tls import CertificateAuthority
 
 # Small InnoDB files keep the template (and each copy of it) at about 25 MB.
@@ -43,22 +37,11 @@ def find_binaries() -> tuple[Path, Path]:
     return server, Path(install)
 
 
-def _run_as() -> str | None:
-    """Who runs the server: ourselves, unless we are root."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("mysql")
-    except KeyError:
-        raise RuntimeError(
-            "Running as root needs a `mysql` OS user (installed with mariadb-server)"
-        ) from None
-    return "mysql"
-
-
 @dataclass
-class MariaDBServer:
+class MariaDBServer(ServerProcess):
     """One server: `host`/`port`, `root` with `password`, TLS signed by `ca` unless `tls` is off."""
+
+    name: ClassVar[str] = "MariaDB"
 
     home: Path
     port: int
@@ -95,33 +78,16 @@ class MariaDBServer:
             f"--pid-file={self.home / 'mysqld.pid'}", f"--log-error={self.log}", "--skip-log-bin",
             "--innodb-flush-log-at-trx-commit=0", *_COMMON_OPTIONS, *tls,
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=self.user
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.process = None
-                raise RuntimeError(f"MariaDB exited at start: see {self.log}")
-            if self.log.exists():
-                with self.log.open("rb") as log:
-                    log.seek(offset)
-                    if b"ready for connections" in log.read():
-                        return
-            time.sleep(0.02)
-        raise RuntimeError(f"MariaDB did not become ready within 30 s: see {self.log}")
+        self._spawn(command, log=self.home / "console.log", user=self.user)
 
-    def stop(self) -> None:
-        """A normal shutdown: connections are cut, as when a database really goes away."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        def ready() -> bool:
+            if not self.log.exists():
+                return False
+            with self.log.open("rb") as log:
+                log.seek(offset)
+                return b"ready for connections" in log.read()
+
+        self._wait_until(ready, self.log)
 
     def admin_kwargs(self) -> dict[str, Any]:
         """PyMySQL keyword arguments for root, over verified TLS when the server has it."""
@@ -136,18 +102,15 @@ class MariaDBServer:
         return kwargs
 
 
-class MariaDBFactory:
+class MariaDBFactory(ServerFactory[MariaDBServer]):
     """Makes servers from one `mariadb-install-db` template; remove everything with `close()`."""
 
+    prefix = "rotators-mariadb-"
+
     def __init__(self) -> None:
+        super().__init__()
         self.mariadbd, self.install_db = find_binaries()
-        self.user = _run_as()
-        self.root = Path(tempfile.mkdtemp(prefix="rotators-mariadb-"))
-        self.root.chmod(0o755)
-        self.password = secrets.token_urlsafe(24)
-        self.ca = CertificateAuthority.create(self.root / "ca")
-        self.template = self.root / "template"
-        self._servers: list[MariaDBServer] = []
+        self.user = run_as("mysql", "mariadb-server")
         self._install()
 
     def _install(self) -> None:
@@ -165,7 +128,7 @@ class MariaDBFactory:
             f"ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '{self.password}';\n"
             "GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;\n"
         )
-        _chown(self.root, self.user)
+        chown(self.root, self.user)
         command = [
             str(self.install_db), "--no-defaults", f"--datadir={self.template}",
             "--auth-root-authentication-method=normal", "--skip-test-db", f"--extra-file={setup}",
@@ -179,23 +142,17 @@ class MariaDBFactory:
             raise RuntimeError(f"mariadb-install-db failed: {exc.stdout.decode()[-2000:]}") from None
         finally:
             setup.unlink()
-        _chown(self.root, self.user)
+        chown(self.root, self.user)
 
     def start(self, *, tls: bool = True) -> MariaDBServer:
-        home = Path(tempfile.mkdtemp(prefix="server-", dir=self.root))
-        home.chmod(0o755)
+        home = self._new_home()
         shutil.copytree(self.template, home / "data")
         (home / "data").chmod(0o700)
-        _chown(home, self.user)
+        chown(home, self.user)
         server = MariaDBServer(
             home=home, port=free_port(), password=self.password, ca=self.ca,
             mariadbd=self.mariadbd, user=self.user, tls=tls,
         )  # fmt: skip
+        self._started(server)
         server.start()
-        self._servers.append(server)
         return server
-
-    def close(self) -> None:
-        for server in self._servers:
-            server.stop()
-        shutil.rmtree(self.root, ignore_errors=True)

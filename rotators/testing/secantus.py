@@ -11,18 +11,14 @@ server starts from a copy of it, with `--auth` and a certificate from a throwawa
 from __future__ import annotations
 
 import importlib.util
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from rotators.testing.postgres import free_port
+from rotators.testing.servers import ServerFactory, ServerProcess, free_port
 from rotators.testing.tls import CertificateAuthority
 
 ROOT_USER = "root"
@@ -34,8 +30,10 @@ def _require_secantus() -> None:
 
 
 @dataclass
-class SecantusServer:
+class SecantusServer(ServerProcess):
     """One server: `host`/`port`, the `root` user with `password`, TLS signed by `ca`."""
+
+    name: ClassVar[str] = "SecantusDB"
 
     home: Path
     port: int
@@ -60,39 +58,18 @@ class SecantusServer:
             command += ["--tls-key-file", str(self.home / "server.key")]
         if auth:
             command.append("--auth")
-        logfile = open(self.home / "server.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(command, stdout=logfile, stderr=logfile, cwd=self.home)
-        logfile.close()
-        self._wait_ready()
+        self._spawn(command, log=self.home / "server.log", cwd=self.home)
+        self._wait_until(self._answers, self.home / "server.log")
 
-    def _wait_ready(self) -> None:
+    def _answers(self) -> bool:
         import pymongo
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"SecantusDB exited at start: see {self.home / 'server.log'}")
-            try:
-                with pymongo.MongoClient(**self._tls(), serverSelectionTimeoutMS=200) as client:
-                    client.admin.command("hello")
-                return
-            except pymongo.errors.PyMongoError:
-                time.sleep(0.05)
-        raise RuntimeError("SecantusDB did not become ready within 30 s")
-
-    def stop(self, *, crash: bool = False) -> None:
-        """A clean shutdown (SIGTERM, a few seconds), or with `crash` a SIGKILL, as when a
-        server really goes away; WiredTiger recovers from its log at the next start."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
         try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+            with pymongo.MongoClient(**self._tls(), serverSelectionTimeoutMS=200) as client:
+                client.admin.command("hello")
+        except pymongo.errors.PyMongoError:
+            return False
+        return True
 
     def _tls(self) -> dict[str, Any]:
         if not self.tls:
@@ -114,16 +91,15 @@ class SecantusServer:
         )
 
 
-class SecantusFactory:
+class SecantusFactory(ServerFactory[SecantusServer]):
     """Makes servers from one provisioned template; remove everything with `close()`."""
+
+    prefix = "rotators-secantus-"
+    crash_on_close = True
 
     def __init__(self) -> None:
         _require_secantus()
-        self.root = Path(tempfile.mkdtemp(prefix="rotators-secantus-"))
-        self.password = secrets.token_urlsafe(24)
-        self.ca = CertificateAuthority.create(self.root / "ca")
-        self.template = self.root / "template"
-        self._servers: list[SecantusServer] = []
+        super().__init__()
         self._provision()
 
     def _provision(self) -> None:
@@ -143,14 +119,9 @@ class SecantusFactory:
 
     def start(self, *, tls: bool = True) -> SecantusServer:
         """A server with `--auth`; with `tls=False` it speaks plaintext only (tests of `"ssl": false`)."""
-        home = Path(tempfile.mkdtemp(prefix="server-", dir=self.root))
+        home = self._new_home()
         shutil.copytree(self.template, home, dirs_exist_ok=True)
         server = SecantusServer(home=home, port=free_port(), password=self.password, ca=self.ca, tls=tls)
-        self._servers.append(server)
+        self._started(server)
         server.start()
         return server
-
-    def close(self) -> None:
-        for server in self._servers:
-            server.stop(crash=True)  # the data is thrown away: no need to wait for a clean stop
-        shutil.rmtree(self.root, ignore_errors=True)
