@@ -305,6 +305,13 @@ def run(args: Any, out: IO[str] | None = None, logs: IO[str] | None = None) -> i
 def add_arguments(parser: Any) -> None:
     parser.add_argument("function", metavar="LogicalId", help="the function's LogicalId in the template")
     parser.add_argument("-e", "--event", help="event JSON file ('-' reads stdin); default {}")
+    add_template_arguments(parser)
+    parser.add_argument("--secret-id", help="replace the event's SecretId")
+    parser.add_argument("--token", help="replace the event's ClientRequestToken")
+
+
+def add_template_arguments(parser: Any) -> None:
+    """Where the function comes from and how it runs, as `sam local invoke` takes them."""
     parser.add_argument(
         "-n", "--env-vars", help="JSON file of environment variables, as for sam local invoke"
     )
@@ -312,5 +319,3 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--parameter-overrides", help="template parameters, e.g. 'LogLevel=DEBUG'")
     parser.add_argument("--region", help="AWS region (default: your configuration, else us-east-1)")
     parser.add_argument("--profile", help="AWS profile for the function's calls (sets AWS_PROFILE)")
-    parser.add_argument("--secret-id", help="replace the event's SecretId")
-    parser.add_argument("--token", help="replace the event's ClientRequestToken")

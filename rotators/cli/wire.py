@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from rotators import engines as registry
-from rotators.cli.invoke import Target, call, default_region, lambda_variables, patched_environ, prepare
+from rotators.cli.invoke import (
+    Target,
+    add_template_arguments,
+    call,
+    default_region,
+    lambda_variables,
+    patched_environ,
+    prepare,
+)
 from rotators.cli.samtemplate import FunctionSpec
 from rotators.errors import ConfigurationError
 from rotators.rotation import STEPS
@@ -257,13 +265,7 @@ def add_rotate_arguments(parser: Any) -> None:
     parser.add_argument(
         "--rotation-lambda-arn", help="the function RotateSecret names (default: the one attached)"
     )
-    parser.add_argument(
-        "-n", "--env-vars", help="JSON file of environment variables, as for sam local invoke"
-    )
-    parser.add_argument("-t", "--template", default="template.yaml", help="default: template.yaml")
-    parser.add_argument("--parameter-overrides", help="template parameters, e.g. 'LogLevel=DEBUG'")
-    parser.add_argument("--region", help="AWS region (default: your configuration, else us-east-1)")
-    parser.add_argument("--profile", help="AWS profile (sets AWS_PROFILE)")
+    add_template_arguments(parser)
 
 
 def add_wire_arguments(parser: Any) -> None:
