@@ -1,4 +1,5 @@
-"""A throwaway certificate authority, so local servers speak verified TLS like real ones."""
+"""A throwaway certificate authority, so local servers speak verified TLS like real ones, with
+certificates a strict X.509 verifier accepts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -71,6 +72,7 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
         ca = cls(directory / "ca.crt", directory / "ca.key", name)
@@ -79,7 +81,9 @@ class CertificateAuthority:
         return ca
 
     def issue_server_cert(self, cert_path: Path, key_path: Path) -> None:
-        """A certificate for localhost and 127.0.0.1, which verify-full accepts."""
+        """A certificate for localhost and 127.0.0.1, which verify-full accepts, with the
+        extensions a real CA sets (key identifiers, key usage): Python 3.13 verifies strictly
+        (VERIFY_X509_STRICT) and refuses a certificate without an authority key identifier."""
         ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         key = _key()
@@ -88,10 +92,21 @@ class CertificateAuthority:
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1")),
         ]
+        usage = x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False,
+        )  # fmt: skip
         cert = (
             _builder("localhost", self.name, key.public_key())
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
             .sign(ca_key, hashes.SHA256())
         )
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
