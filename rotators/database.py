@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import ssl
 from abc import abstractmethod
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from rotators.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
     LoginError,
+    PasswordChangeError,
     PrivilegeError,
+    RotationError,
     SecretFormatError,
     SecretNotFoundError,
     SecretTestError,
     TargetMismatchError,
+    redact,
     shown,
 )
 from rotators.log import logger, tracer
@@ -30,6 +37,7 @@ from rotators.settings import sslmode as sslmode_setting
 Conn = TypeVar("Conn")
 
 CLONE_SUFFIX = "_clone"
+_TRACED = ("connect", "set_password", "clone_user", "probe")
 # The app secret's opt-in to alternate a user with administrative power (see README, Security model).
 ALLOW_PRIVILEGED_KEY = "allow_privileged_user"
 NOT_CHECKED = "not checked"  # change_privileges of an engine that cannot tell
@@ -215,10 +223,40 @@ def tls_mode(secret: DatabaseSecret) -> str | None:
     return secret.tls.mode or sslmode_setting() or "verify-full"  # both checked where they are read
 
 
-def ca_bundle(secret: DatabaseSecret) -> str | None:
-    """The CA bundle path (`sslrootcert`, else ROTATORS_CA_BUNDLE); None means the system store."""
-    path = secret.tls.ca_bundle or ca_bundle_setting()
-    return None if path == "system" else path
+@dataclass(frozen=True)
+class CaBundle:
+    """What a verified login trusts: a CA bundle file, or the system store (`path` None).
+    `named` tells a choice (a path, or "system" in so many words) from nothing set at all."""
+
+    path: str | None = None
+    named: bool = False
+
+
+def ca_bundle(secret: DatabaseSecret) -> CaBundle:
+    """The secret's `sslrootcert`, else ROTATORS_CA_BUNDLE: a path, or `system`."""
+    chosen = secret.tls.ca_bundle or ca_bundle_setting()
+    return CaBundle(None if chosen in (None, "system") else chosen, named=chosen is not None)
+
+
+def ssl_context(secret: DatabaseSecret) -> ssl.SSLContext | None:
+    """The TLS policy of a login as an SSLContext, for drivers that take one; None for plaintext.
+    `require` encrypts without checking, `verify-ca` checks the chain, `verify-full` the host
+    name too. A CA bundle that cannot be read is an error, never a fallback to the system store."""
+    mode = tls_mode(secret)
+    if mode is None:
+        return None
+    bundle = ca_bundle(secret)
+    try:
+        context = ssl.create_default_context(cafile=bundle.path)
+    except OSError as exc:  # ssl.SSLError too: a file that holds no certificate
+        raise ConfigurationError(
+            f"The CA bundle {shown(bundle.path)} cannot be read ({type(exc).__name__}): fix 'sslrootcert' "
+            "in the secret or ROTATORS_CA_BUNDLE"
+        ) from None
+    context.check_hostname = mode == "verify-full"
+    if mode == "require":
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 _TLS_STRENGTH = {None: 0, "require": 1, "verify-ca": 2, "verify-full": 3}
@@ -230,7 +268,8 @@ def weaker_tls(secret: DatabaseSecret, than: DatabaseSecret) -> bool:
     mode, floor = tls_mode(secret), tls_mode(than)
     if _TLS_STRENGTH[mode] < _TLS_STRENGTH[floor]:
         return True
-    return _TLS_STRENGTH[floor] >= _TLS_STRENGTH["verify-ca"] and ca_bundle(secret) != ca_bundle(than)
+    verified = _TLS_STRENGTH[floor] >= _TLS_STRENGTH["verify-ca"]
+    return verified and ca_bundle(secret).path != ca_bundle(than).path
 
 
 def _log_strategy(secret: DatabaseSecret) -> None:
@@ -249,6 +288,23 @@ def no_weaker(login: DatabaseSecret, floor: DatabaseSecret) -> DatabaseSecret:
     return replace(login, tls=floor.tls) if weaker_tls(login, floor) else login
 
 
+def address(secret: DatabaseSecret) -> str:
+    """host:port/dbname, for messages."""
+    return f"{secret.host}:{secret.port}" + (f"/{secret.dbname}" if secret.dbname else "")
+
+
+def _named_for(cls: type, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` of the base as a method of `cls`, so that its trace names the engine."""
+
+    @functools.wraps(function)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return function(self, *args, **kwargs)
+
+    method.__qualname__ = f"{cls.__qualname__}.{function.__name__}"
+    method.__module__ = cls.__module__
+    return method
+
+
 class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     """Single user, or alternating users when the secret names a master secret (`masterarn`)."""
 
@@ -259,13 +315,18 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     excluded_characters: ClassVar[str] = "/@\"'\\ "
     password_length: ClassVar[int] = 32
 
+    label: ClassVar[str] = "the database"  # the engine's name in messages: "PostgreSQL"
+    driver_errors: ClassVar[tuple[type[Exception], ...]] = ()  # what its driver raises
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Trace every engine call, never capturing its result or error (either may hold a secret)."""
+        """Trace every engine call under the engine's name (the base's test query too), never
+        capturing its result or error (either may hold a secret)."""
         super().__init_subclass__(**kwargs)
-        for name in ("connect", "set_password", "clone_user", "probe"):
-            if name in cls.__dict__:
-                method = cls.__dict__[name]
-                setattr(cls, name, tracer.capture_method(method, capture_response=False, capture_error=False))
+        traced = {name: cls.__dict__[name] for name in _TRACED if name in cls.__dict__}
+        if "probe" not in traced and cls.probe is DatabaseRotator.probe:
+            traced["probe"] = _named_for(cls, DatabaseRotator.probe)
+        for name, method in traced.items():
+            setattr(cls, name, tracer.capture_method(method, capture_response=False, capture_error=False))
 
     # -- what an engine declares -------------------------------------------------------
     @abstractmethod
@@ -282,8 +343,18 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         """Create `clone` (or refresh it) so that it can do what `source` can, with `password`."""
 
     @abstractmethod
+    def session_user(self, conn: Conn) -> str | None:
+        """Run the test query: the user the session runs as, as the server names it; None when
+        the query's answer is not the one it must give."""
+
+    def session_name(self, username: str) -> str:
+        """`username` as session_user() names it (Oracle: its stored form)."""
+        return username
+
     def probe(self, conn: Conn, username: str) -> None:
-        """Run a test query; raise SecretTestError unless logged in as `username`."""
+        """The test query runs, and as `username`."""
+        if self.session_user(conn) != self.session_name(username):
+            raise SecretTestError(f"The test query did not run as {shown(username)}")
 
     # -- what the master's safety rules ask an engine (alternating users) -------------------
     def user_key(self, username: str, secret: DatabaseSecret) -> Hashable:
@@ -309,8 +380,22 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
 
     # -- what `rotators check` asks an engine (optional) ----------------------------------
     def transport(self, conn: Conn, secret: DatabaseSecret) -> str:
-        """How the connection is protected, in words."""
-        return "TLS" if secret.tls.enabled else "plaintext"
+        """How the connection is protected, in words: the secret's TLS policy (no engine falls
+        back to plaintext), the version the session negotiated and the server, where known."""
+        mode = tls_mode(secret)
+        if mode is None:
+            return "plaintext, as the secret asks"
+        verified = "certificate verified" if mode.startswith("verify") else "certificate NOT verified"
+        parts = (self.tls_version(conn), f"sslmode={mode}", verified, self.server_name(conn))
+        return f"TLS ({', '.join(part for part in parts if part)})"
+
+    def tls_version(self, conn: Conn) -> str | None:
+        """The TLS version the session negotiated (TLSv1.3), where the driver tells."""
+        return None
+
+    def server_name(self, conn: Conn) -> str | None:
+        """What the session says the server is (MariaDB 10.11.6), where the engine knows."""
+        return None
 
     def change_privileges(self, conn: Conn, username: str, *, as_master: bool) -> str | None:
         """What the logged-in user lacks to rotate `username` (None: nothing)."""
@@ -349,6 +434,89 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     def connect_timeout() -> ConnectTimeout:
         """DB_CONNECT_TIMEOUT, parsed by rotators.settings; an engine takes it in its driver's unit."""
         return connect_timeout_setting()
+
+    # -- the driver's errors, worded by the base (Django's DatabaseErrorWrapper) ----------------
+    def refused_login(self, exc: Exception) -> bool:
+        """Whether the server refused the user name and password (the next staged version may
+        log in), rather than failing to serve."""
+        return False
+
+    def login_error(self, exc: Exception) -> str | None:
+        """Why a failed login is one no staged version can fix (an expired or locked account, a
+        password method the rotator does not answer) and what to do; None when it is not one."""
+        return None
+
+    def lost_connection(self, exc: Exception) -> bool:
+        """Whether a statement failed because the connection did (retry later), not the server."""
+        return False
+
+    def error_text(self, exc: Exception) -> str:
+        """The driver's own words for `exc` (the base redacts them)."""
+        return str(exc)
+
+    def error_hint(self, exc: Exception, login: DatabaseSecret | None) -> str:
+        """What to do about `exc`, where the engine knows better (`login`: when logging in)."""
+        return ""
+
+    @contextmanager
+    def login_errors(
+        self, secret: DatabaseSecret, username: str, password: str, *, label: str | None = None
+    ) -> Iterator[None]:
+        """Around the driver's login: its errors become LoginRefusedError, LoginError or
+        DatabaseUnavailableError, worded here, without the password."""
+        try:
+            yield
+        except self.driver_errors as exc:
+            raise self.login_failure(exc, secret, username, password, label=label) from None
+
+    def login_failure(
+        self, exc: Exception, secret: DatabaseSecret, username: str, password: str, *, label: str | None
+    ) -> RotationError:
+        """A refused login (the next staged version may log in), one no version can fix, or a
+        server that could not be reached (retry later)."""
+        label = label or self.label
+        if self.refused_login(exc):
+            return LoginRefusedError(f"{label} refused the login of {shown(username)}")
+        text = self.scrubbed(exc, [password])
+        if advice := self.login_error(exc):
+            where = address(secret)
+            return LoginError(f"Did not log in as {shown(username)} at {where}: {text.rstrip('.')}. {advice}")
+        hint = self.error_hint(exc, secret)
+        return DatabaseUnavailableError(
+            f"Cannot connect to {label} at {address(secret)}: {text}" + (f"; {hint}" if hint else "")
+        )
+
+    @contextmanager
+    def statement_errors(
+        self, *secrets: str, what: str = "the change", hint: str = "", label: str | None = None
+    ) -> Iterator[None]:
+        """Around statements: the driver's errors become DatabaseUnavailableError (the connection
+        failed: retry the step) or PasswordChangeError (the server refused), without `secrets`."""
+        try:
+            yield
+        except self.driver_errors as exc:
+            raise self.statement_failure(exc, secrets, what=what, hint=hint, label=label) from None
+
+    def statement_failure(
+        self,
+        exc: Exception,
+        secrets: Iterable[str],
+        *,
+        what: str = "the change",
+        hint: str = "",
+        label: str | None = None,
+    ) -> RotationError:
+        """A lost connection (retry the step) or a refusal, in the server's words and the hints."""
+        label = label or self.label
+        text = self.scrubbed(exc, secrets)
+        if self.lost_connection(exc):
+            return DatabaseUnavailableError(f"{label} went away during {what}: {text}; retry the step")
+        hints = "; ".join(found for found in (self.error_hint(exc, None), hint) if found)
+        return PasswordChangeError(f"{label} refused {what}: {text}" + (f"; {hints}" if hints else ""))
+
+    def scrubbed(self, exc: Exception, secrets: Iterable[str]) -> str:
+        """The driver's words without any of `secrets`."""
+        return redact(self.error_text(exc), secrets).strip()
 
     # -- the hooks ------------------------------------------------------------------------
     def make_pending(self, ctx: RotationContext[DatabaseSecret]) -> DatabaseSecret:

@@ -7,6 +7,7 @@ that hands out a recording stand-in for the driver, and Secrets Manager with a t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from rotators.database import DatabaseRotator
@@ -17,20 +18,40 @@ NEW_PASSWORD = "New-Value-2"
 
 
 class FakeSecretsManager:
-    """Stands in for the boto3 client: GetSecretValue by stage from a table, a fixed new password."""
+    """Stands in for the boto3 client, the one fake of the unit tests. GetSecretValue by stage
+    from a table; GetRandomPassword gives `new_password`, or draws `passwords` in order when
+    given, and records the policy it was asked for; DescribeSecret answers as setSecret reads it
+    right before a change: the token v2 still holds AWSPENDING (unless `versions` says else)."""
 
     def __init__(
-        self, values: dict[tuple[str, str], dict[str, Any]], new_password: str = NEW_PASSWORD
+        self,
+        values: dict[tuple[str, str], dict[str, Any]],
+        new_password: str = NEW_PASSWORD,
+        *,
+        passwords: Iterable[str] | None = None,
     ) -> None:
         self.values = values
         self.new_password = new_password
+        self.passwords = None if passwords is None else list(passwords)
+        self.policies: list[dict[str, Any]] = []
+        self.versions: dict[str, list[str]] = {"v1": [AWSCURRENT], "v2": [AWSPENDING]}
 
     def get_secret_value(self, *, SecretId: str, VersionStage: str, VersionId: str | None = None) -> Any:
         version = VersionId or f"{SecretId}-{VersionStage}"
         return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
 
     def get_random_password(self, **policy: Any) -> Any:
-        return {"RandomPassword": self.new_password}
+        self.policies.append(policy)
+        password = self.new_password if self.passwords is None else self.passwords.pop(0)
+        return {"RandomPassword": password}
+
+    def describe_secret(self, *, SecretId: str) -> Any:
+        return {
+            "ARN": f"arn:{SecretId}",
+            "Name": SecretId,
+            "RotationEnabled": True,
+            "VersionIdsToStages": self.versions,
+        }
 
 
 def meta(*, previous: bool = False) -> SecretMeta:

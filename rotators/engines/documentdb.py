@@ -7,7 +7,6 @@ server understands. DocumentDB is recognised by its endpoint name or by `"engine
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -18,24 +17,8 @@ from bson.son import SON
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from rotators.database import (
-    NOT_CHECKED,
-    DatabaseRotator,
-    DatabaseSecret,
-    LoginRefusedError,
-    ca_bundle,
-    tls_mode,
-)
-from rotators.errors import (
-    ConfigurationError,
-    DatabaseUnavailableError,
-    PasswordChangeError,
-    RotationError,
-    SecretFormatError,
-    SecretTestError,
-    redact,
-    shown,
-)
+from rotators.database import NOT_CHECKED, DatabaseRotator, DatabaseSecret, ca_bundle, tls_mode
+from rotators.errors import ConfigurationError, PasswordChangeError, RotationError, SecretFormatError, shown
 from rotators.log import logger
 
 _AUTHENTICATION_FAILED = 18
@@ -73,7 +56,8 @@ Role = tuple[str, str]  # (role, db): MongoDB roles are database-qualified, like
 
 @dataclass(frozen=True)
 class Dialect:
-    """What one server family accepts, where DocumentDB and MongoDB differ."""
+    """What one server family accepts, where DocumentDB and MongoDB differ: the features of a
+    session, chosen from the secret (the endpoint name or its engine value)."""
 
     name: str
     # DocumentDB before 8.0.2 refuses retryable writes; MongoDB drivers turn them on by default.
@@ -97,10 +81,10 @@ def dialect_of(secret: DatabaseSecret) -> Dialect:
 
 @dataclass(frozen=True)
 class Session:
-    """A logged-in client: the authentication database and the dialect of the server."""
+    """A logged-in client: the authentication database and the server's dialect."""
 
     db: Database[Any]
-    dialect: Dialect
+    features: Dialect
 
 
 @dataclass(frozen=True)
@@ -118,6 +102,8 @@ class UserRecord:
 
 class DocumentDBRotator(DatabaseRotator[Session]):
     kind = "documentdb"
+    label = MONGODB.name  # in messages, the dialect of the secret or session instead
+    driver_errors = (PyMongoError,)
     engines = frozenset({"mongo", "mongodb", "documentdb"})
     default_port = 27017
     default_dbname = "admin"
@@ -130,29 +116,27 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         try:
             client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(**options)
         except (PyMongoError, OSError) as exc:  # a CA bundle that cannot be read is an OSError
-            message = redact(str(exc), [password])
             raise ConfigurationError(
-                f"Invalid {dialect.name} connection options: {message}: check 'sslrootcert' in the "
-                "secret or ROTATORS_CA_BUNDLE"
+                f"Invalid {dialect.name} connection options: {self.scrubbed(exc, [password])}: check "
+                "'sslrootcert' in the secret or ROTATORS_CA_BUNDLE"
             ) from None
         with client:
             db = client[secret.dbname]
-            try:
+            with self.login_errors(secret, username, password, label=dialect.name):
                 db.command("ping")  # checks out a connection, which logs in
-            except OperationFailure as exc:
-                if exc.code == _AUTHENTICATION_FAILED:
-                    refused = f"{dialect.name} refused the login of {shown(username)}"
-                    raise LoginRefusedError(refused) from None
-                raise DatabaseUnavailableError(
-                    f"{dialect.name} at {secret.host}:{secret.port} failed a ping as {shown(username)}: "
-                    f"{_short(exc, password)}"
-                ) from None
-            except PyMongoError as exc:
-                raise DatabaseUnavailableError(
-                    f"Cannot connect to {dialect.name} at {secret.host}:{secret.port}: "
-                    f"{_short(exc, password)}"
-                ) from None
             yield Session(db, dialect)
+
+    def refused_login(self, exc: Exception) -> bool:
+        return isinstance(exc, OperationFailure) and exc.code == _AUTHENTICATION_FAILED
+
+    def lost_connection(self, exc: Exception) -> bool:
+        return isinstance(exc, ConnectionFailure)
+
+    def error_text(self, exc: Exception) -> str:
+        """The server's own words without pymongo's topology dump."""
+        if isinstance(exc, OperationFailure) and isinstance(exc.details, Mapping):
+            return f"{exc.details.get('errmsg', exc)} (code {exc.code}, {exc.details.get('codeName', '?')})"
+        return str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
 
     def client_options(self, secret: DatabaseSecret, username: str, password: str) -> dict[str, Any]:
         """Keyword arguments of MongoClient for one login; nothing here opens a socket."""
@@ -186,11 +170,9 @@ class DocumentDBRotator(DatabaseRotator[Session]):
             return {"tls": True, "tlsAllowInvalidCertificates": True}
         options: dict[str, Any] = {"tls": True}
         bundle = ca_bundle(secret)
-        if bundle:
-            options["tlsCAFile"] = bundle
-        elif dialect_of(secret).needs_ca_bundle and not (
-            secret.tls.ca_bundle or os.environ.get("ROTATORS_CA_BUNDLE")
-        ):
+        if bundle.path:
+            options["tlsCAFile"] = bundle.path
+        elif dialect_of(secret).needs_ca_bundle and not bundle.named:
             raise ConfigurationError(
                 "Amazon DocumentDB's certificate is signed by the Amazon RDS CA, which the system "
                 "trust store lacks: ship global-bundle.pem (https://truststore.pki.rds.amazonaws.com/"
@@ -215,8 +197,8 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         """The master authenticates against its own database with its own secret's TLS settings;
         the user commands then run in the target's database, where the app's users live."""
         with self.connect(master, master.username, master.password) as session:
-            dialect = DOCUMENTDB if DOCUMENTDB in (session.dialect, dialect_of(target)) else MONGODB
-            yield replace(session, db=session.db.client[target.dbname], dialect=dialect)
+            dialect = DOCUMENTDB if DOCUMENTDB in (session.features, dialect_of(target)) else MONGODB
+            yield replace(session, db=session.db.client[target.dbname], features=dialect)
 
     # -- the master's safety rules ------------------------------------------------------------
     def user_key(self, username: str, secret: DatabaseSecret) -> tuple[str, str]:
@@ -292,15 +274,9 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         command: SON[str, Any] = SON(
             [("rolesInfo", [{"role": role, "db": db} for role, db in roles]), ("showPrivileges", True)]
         )
-        try:
+        hint = "the master needs the viewRole action (userAdmin or userAdminAnyDatabase) on the database"
+        with self.statement_errors(what="rolesInfo", hint=hint, label=conn.features.name):
             reply = conn.db.command(command)
-        except OperationFailure as exc:
-            raise PasswordChangeError(
-                f"{conn.dialect.name} refused rolesInfo: {_short(exc, '')}; the master needs the "
-                "viewRole action (userAdmin or userAdminAnyDatabase) on the database"
-            ) from None
-        except ConnectionFailure as exc:
-            raise DatabaseUnavailableError(f"{conn.dialect.name} went away: {_short(exc, '')}") from None
         return [entry for entry in reply.get("roles", []) if isinstance(entry, Mapping)]
 
     # -- the user commands ------------------------------------------------------------------
@@ -319,14 +295,14 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         original = self.user_record(conn, source)
         if original is None:
             raise PasswordChangeError(
-                f"{conn.dialect.name} has no user {shown(source)} in database {conn.db.name!r} to clone: "
+                f"{conn.features.name} has no user {shown(source)} in database {conn.db.name!r} to clone: "
                 "check 'username' and 'dbname' in the secret"
             )
         verb = "updateUser" if self.user_record(conn, clone) is not None else "createUser"
         command: SON[str, Any] = SON([(verb, clone), ("pwd", password), ("roles", original.roles)])
         if original.mechanisms:
             command["mechanisms"] = original.mechanisms
-        if conn.dialect.authentication_restrictions:
+        if conn.features.authentication_restrictions:
             command["authenticationRestrictions"] = original.restrictions
         self._command(conn, command, password)
 
@@ -334,20 +310,17 @@ class DocumentDBRotator(DatabaseRotator[Session]):
         """`usersInfo` for one user of the authentication database; None if there is none, or,
         when `optional`, if the login may not read it (a user that changes its own password)."""
         command: SON[str, Any] = SON([("usersInfo", username)])
-        if conn.dialect.authentication_restrictions:
+        if conn.features.authentication_restrictions:
             command["showAuthenticationRestrictions"] = True
         try:
             reply = conn.db.command(command)
-        except OperationFailure as exc:
-            if optional and exc.code == _UNAUTHORIZED:
+        except PyMongoError as exc:
+            if optional and isinstance(exc, OperationFailure) and exc.code == _UNAUTHORIZED:
                 logger.info("no viewUser on the user's record: updateUser without its mechanisms list")
                 return None
-            raise PasswordChangeError(
-                f"{conn.dialect.name} refused usersInfo for {shown(username)}: {_short(exc, '')}; the login "
-                "needs the viewUser action (userAdmin or userAdminAnyDatabase) on the database"
-            ) from None
-        except ConnectionFailure as exc:
-            raise DatabaseUnavailableError(f"{conn.dialect.name} went away: {_short(exc, '')}") from None
+            hint = "the login needs the viewUser action (userAdmin or userAdminAnyDatabase) on the database"
+            what, label = f"usersInfo for {shown(username)}", conn.features.name
+            raise self.statement_failure(exc, (), what=what, hint=hint, label=label) from None
         users = [u for u in reply.get("users", []) if u.get("user") == username]
         if not users:
             return None
@@ -359,12 +332,8 @@ class DocumentDBRotator(DatabaseRotator[Session]):
             restrictions=list(user.get("authenticationRestrictions", [])),
         )
 
-    def transport(self, conn: Session, secret: DatabaseSecret) -> str:
-        mode = tls_mode(secret)
-        if mode is None:
-            return "plaintext, as the secret asks"
-        verified = "certificate verified" if mode.startswith("verify") else "certificate NOT verified"
-        return f"TLS (sslmode={mode}, {verified}, {dialect_of(secret).name})"
+    def server_name(self, conn: Session) -> str:
+        return conn.features.name
 
     def change_privileges(self, conn: Session, username: str, *, as_master: bool) -> str | None:
         """A master must see the user's record to clone it; whether a user may change its own
@@ -377,43 +346,27 @@ class DocumentDBRotator(DatabaseRotator[Session]):
             return str(exc)
         return None if record else f"no user {shown(username)} in database {conn.db.name!r}"
 
-    def probe(self, conn: Session, username: str) -> None:
-        try:
+    def session_user(self, conn: Session) -> str | None:
+        """The user authenticated against the session's database (connectionStatus)."""
+        with self.statement_errors(what="the test command", label=conn.features.name):
             status = conn.db.command("connectionStatus")
-        except ConnectionFailure as exc:
-            raise DatabaseUnavailableError(f"{conn.dialect.name} went away: {_short(exc, '')}") from None
         users = status.get("authInfo", {}).get("authenticatedUsers", [])
-        if {"user": username, "db": conn.db.name} not in [
-            {"user": u.get("user"), "db": u.get("db")} for u in users if isinstance(u, Mapping)
-        ]:
-            raise SecretTestError(f"The test command did not run as {shown(username)}")
+        found = [u.get("user") for u in users if isinstance(u, Mapping) and u.get("db") == conn.db.name]
+        return str(found[0]) if found else None
 
     def _command(self, conn: Session, command: SON[str, Any], password: str) -> None:
         verb, name = next(iter(command.items()))
-        try:
+        with self.statement_errors(password, what=f"{verb} for {shown(name)}", label=conn.features.name):
             conn.db.command(command)
-        except OperationFailure as exc:
-            raise PasswordChangeError(
-                f"{conn.dialect.name} refused {verb} for {shown(name)}: {_short(exc, password)}"
-            ) from None
-        except ConnectionFailure as exc:
-            raise DatabaseUnavailableError(
-                f"{conn.dialect.name} went away during {verb} for {shown(name)}: {_short(exc, password)}; "
-                "retry the step"
-            ) from None
 
 
 def _role_keys(roles: Iterable[Any]) -> list[Role]:
     """`{role, db}` documents as pairs; anything else (a server's oddity) is left out."""
-    keys = []
-    for role in roles:
-        if (
-            isinstance(role, Mapping)
-            and isinstance(role.get("role"), str)
-            and isinstance(role.get("db"), str)
-        ):
-            keys.append((role["role"], role["db"]))
-    return keys
+    return [
+        (role["role"], role["db"])
+        for role in roles
+        if isinstance(role, Mapping) and isinstance(role.get("role"), str) and isinstance(role.get("db"), str)
+    ]
 
 
 def _roles_text(roles: Iterable[Role]) -> str:
@@ -436,15 +389,6 @@ def _admin_privileges(entry: Mapping[str, Any]) -> list[str]:
         elif resource.get("collection") in _CREDENTIAL_COLLECTIONS:
             found.add(f"act on {resource['collection']}")
     return sorted(found)
-
-
-def _short(exc: PyMongoError, password: str) -> str:
-    """The server's own words without pymongo's topology dump, and never a password."""
-    if isinstance(exc, OperationFailure) and isinstance(exc.details, Mapping):
-        text = f"{exc.details.get('errmsg', exc)} (code {exc.code}, {exc.details.get('codeName', '?')})"
-    else:
-        text = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
-    return redact(text, [password]).strip()
 
 
 handler = DocumentDBRotator().handle

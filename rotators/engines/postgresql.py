@@ -10,15 +10,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError, ca_bundle, tls_mode
-from rotators.errors import (
-    DatabaseUnavailableError,
-    LoginError,
-    PasswordChangeError,
-    SecretTestError,
-    redact,
-    shown,
-)
+from rotators.database import DatabaseRotator, DatabaseSecret, ca_bundle, tls_mode
+from rotators.errors import LoginError, shown
 
 # libpq reports these when the server itself refused the login (not a network or TLS fault).
 _REFUSED = ("password authentication failed", "no pg_hba.conf entry")
@@ -51,6 +44,8 @@ _DEPENDENTS = "SELECT count(*) FROM pg_shdepend WHERE refclassid = 'pg_authid'::
 
 class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
     kind = "postgresql"
+    label = "PostgreSQL"
+    driver_errors = (psycopg.Error,)
     engines = frozenset({"postgres", "postgresql", "aurora-postgresql"})
     default_port = 5432
     default_dbname = "postgres"
@@ -60,7 +55,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
     def connect(
         self, secret: DatabaseSecret, username: str, password: str
     ) -> Iterator[psycopg.Connection[Any]]:
-        try:
+        with self.login_errors(secret, username, password):
             conninfo = make_conninfo(
                 host=secret.host,
                 port=secret.port,
@@ -73,22 +68,23 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
                 **self.auth_options(secret),
             )
             conn = psycopg.connect(conninfo, autocommit=True)
-        except psycopg.OperationalError as exc:
-            message = redact(str(exc), [password])
-            if any(marker in message for marker in _REFUSED):
-                raise LoginRefusedError(f"PostgreSQL refused the login of {shown(username)}") from None
-            if _METHOD_REFUSED in message:
-                raise LoginError(
-                    f"Did not log in as {shown(username)} at {secret.host}:{secret.port}: {message.strip()}. "
-                    "The rotator sends a password by SCRAM only (md5 too over TLS), never in clear, so "
-                    "that whoever answers on the server's address cannot learn it: use scram-sha-256 in "
-                    "pg_hba.conf, or TLS for md5"
-                ) from None
-            raise DatabaseUnavailableError(
-                f"Cannot connect to PostgreSQL at {secret.host}:{secret.port}: {message.strip()}"
-            ) from None
         with conn:
             yield conn
+
+    def refused_login(self, exc: Exception) -> bool:
+        return any(marker in str(exc) for marker in _REFUSED)
+
+    def login_error(self, exc: Exception) -> str | None:
+        if _METHOD_REFUSED not in str(exc):
+            return None
+        return (
+            "The rotator sends a password by SCRAM only (md5 too over TLS), never in clear, so that "
+            "whoever answers on the server's address cannot learn it: use scram-sha-256 in "
+            "pg_hba.conf, or TLS for md5"
+        )
+
+    def lost_connection(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.OperationalError)
 
     @staticmethod
     def tls_options(secret: DatabaseSecret) -> dict[str, str]:
@@ -98,7 +94,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             return {"sslmode": "disable"}
         options = {"sslmode": mode}
         if mode.startswith("verify"):
-            options["sslrootcert"] = ca_bundle(secret) or "system"
+            options["sslrootcert"] = ca_bundle(secret).path or "system"
         return options
 
     @staticmethod
@@ -120,13 +116,6 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
                 "or verify the server's certificate"
             )
         return {}
-
-    def transport(self, conn: psycopg.Connection[Any], secret: DatabaseSecret) -> str:
-        if not conn.pgconn.ssl_in_use:
-            return "plaintext, as the secret asks"
-        mode = self.tls_options(secret)["sslmode"]
-        verified = "certificate verified" if mode.startswith("verify") else "certificate NOT verified"
-        return f"TLS (sslmode={mode}, {verified})"
 
     def change_privileges(
         self, conn: psycopg.Connection[Any], username: str, *, as_master: bool
@@ -167,7 +156,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             sql.SQL("GRANT {} TO {}").format(sql.Identifier(source), sql.Identifier(clone)),
             sql.SQL("ALTER ROLE {} SET role = {}").format(sql.Identifier(clone), sql.Literal(source)),
         ]
-        with self._refused_as_change_error(password):
+        with self.statement_errors(password):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [clone]).fetchone()
         verb = sql.SQL("ALTER" if exists else "CREATE")
         create = sql.SQL("{} ROLE {} WITH LOGIN PASSWORD {}").format(
@@ -177,7 +166,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
 
     # -- the master's safety rules ---------------------------------------------------------
     def admin_power(self, conn: psycopg.Connection[Any], username: str) -> list[str]:
-        with self._refused_as_change_error(""):
+        with self.statement_errors():
             rows = conn.execute(_ADMIN_POWER, [username, ADMIN_ROLES]).fetchall()
         found = []
         for role, itself, *flags in rows:
@@ -190,7 +179,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
     def clone_mismatch(self, conn: psycopg.Connection[Any], source: str, clone: str) -> list[str]:
         """What the rotator makes (and AWS's multi-user function too): a LOGIN role that is a member
         of the source and nothing else: no attribute, no other role, no object of its own."""
-        with self._refused_as_change_error(""):
+        with self.statement_errors():
             row = conn.execute(_CLONE, [clone]).fetchone()
             if row is None:
                 return []
@@ -210,7 +199,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
 
     def clone_lacks(self, conn: psycopg.Connection[Any], source: str, clone: str) -> list[str]:
         """A member of the source can SET ROLE to it, and so do all it can."""
-        with self._refused_as_change_error(""):
+        with self.statement_errors():
             row = conn.execute(
                 "SELECT pg_has_role(c.oid, s.oid, 'MEMBER') FROM pg_roles s, pg_roles c "
                 "WHERE s.rolname = %s AND c.rolname = %s",
@@ -220,39 +209,22 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             return [f"{shown(source)} or {shown(clone)} does not exist"]
         return [] if row[0] else [f"{shown(clone)} is not a member of {shown(source)}"]
 
-    def probe(self, conn: psycopg.Connection[Any], username: str) -> None:
-        try:
+    def session_user(self, conn: psycopg.Connection[Any]) -> str | None:
+        with self.statement_errors(what="the test query"):
             row = conn.execute("SELECT session_user, 1 + 1").fetchone()
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(f"PostgreSQL went away during the test query: {exc}") from None
-        if row is None or row[0] != username or row[1] != 2:
-            raise SecretTestError(f"The test query did not run as {shown(username)}")
+        return str(row[0]) if row is not None and row[1] == 2 else None
 
     def _verifier(self, conn: psycopg.Connection[Any], username: str, password: str) -> sql.Literal:
         """The password as libpq hashes it for this server (SCRAM-SHA-256, or md5 where the server
         still asks for it), so the clear password never reaches the server or its statement log."""
-        with self._refused_as_change_error(password):
+        with self.statement_errors(password):
             verifier = conn.pgconn.encrypt_password(password.encode(), username.encode())
         return sql.Literal(verifier.decode())
 
     def _execute(self, conn: psycopg.Connection[Any], statements: list[sql.Composed], password: str) -> None:
-        with self._refused_as_change_error(password), conn.transaction():
+        with self.statement_errors(password), conn.transaction():
             for statement in statements:
                 conn.execute(statement)
-
-    @staticmethod
-    @contextmanager
-    def _refused_as_change_error(password: str) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.OperationalError as exc:  # the connection or the server went away: retry later
-            raise DatabaseUnavailableError(
-                f"PostgreSQL went away during the change: {redact(str(exc), [password]).strip()}"
-            ) from None
-        except psycopg.Error as exc:
-            raise PasswordChangeError(
-                f"PostgreSQL refused the change: {redact(str(exc), [password]).strip()}"
-            ) from None
 
 
 handler = PostgreSQLRotator().handle

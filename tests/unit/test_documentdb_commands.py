@@ -45,7 +45,7 @@ def secret(**changes: Any) -> DatabaseSecret:
     return DocumentDBRotator().parse(json.dumps(value), where="the test secret")
 
 
-# -- dialects and client options ----------------------------------------------------------------------
+# -- dialects and client options (plaintext and the timeout: test_tls_policy, test_password_policy) -----
 @pytest.mark.parametrize(
     ("engine", "host", "dialect"),
     [
@@ -120,14 +120,6 @@ def test_tls_modes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options(secret(sslmode="verify-full")) == {"tls": True}, "the secret wins"
 
 
-@pytest.mark.parametrize("changes", [{"ssl": False}, {"ssl": "false"}, {"sslmode": "disable"}])
-def test_plaintext_only_when_the_secret_says_so(
-    changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ROTATORS_SSLMODE", "verify-full")
-    assert DocumentDBRotator.tls_options(secret(**changes)) == {"tls": False}
-
-
 def test_auth_mechanism_applies_to_the_user_and_its_clone_only() -> None:
     rotator = DocumentDBRotator()
     value = secret(authMechanism="SCRAM-SHA-1")
@@ -140,12 +132,6 @@ def test_auth_mechanism_applies_to_the_user_and_its_clone_only() -> None:
 def test_unknown_auth_mechanism_is_refused() -> None:
     with pytest.raises(SecretFormatError, match="authMechanism"):
         DocumentDBRotator().client_options(secret(authMechanism="MONGODB-CR"), "app", "x")
-
-
-def test_connect_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
-    options = DocumentDBRotator().client_options(secret(), "app", "x")
-    assert (options["connectTimeoutMS"], options["serverSelectionTimeoutMS"]) == (2000.0, 2000.0)
 
 
 # -- the commands, through a recording stand-in for pymongo's Database ----------------------------------
@@ -561,15 +547,6 @@ class FakeServer:
         return [c["username"] for c in self.clients]
 
 
-class OfflineSecretsManager(FakeSecretsManager):
-    def describe_secret(self, *, SecretId: str) -> Any:
-        return {
-            "ARN": "arn:demo",
-            "Name": SecretId,
-            "VersionIdsToStages": {"v1": [AWSCURRENT], "v2": ["AWSPENDING"]},
-        }
-
-
 LOGIN = {"engine": "mongo", "host": "db.example", "port": 27017, "dbname": "admin"}
 MASTER = {**LOGIN, "username": "root", "password": "Master-3", "sslrootcert": "/master/ca.pem"}
 
@@ -587,7 +564,7 @@ def set_as_master(server: FakeServer, app: dict[str, Any], master: dict[str, Any
     unless the server says otherwise) and the master secret `master`."""
     app = {**LOGIN, "password": "Old-1", "masterarn": "m", **app}
     server.passwords.setdefault((app["username"], app["dbname"]), "Old-1")
-    client = OfflineSecretsManager({("demo", AWSCURRENT): app, ("m", AWSCURRENT): master})
+    client = FakeSecretsManager({("demo", AWSCURRENT): app, ("m", AWSCURRENT): master})
     create_then_set(DocumentDBRotator(SecretStore(cast(Any, client))), client)
 
 

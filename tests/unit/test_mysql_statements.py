@@ -7,12 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import ssl
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import pymysql
@@ -20,17 +18,13 @@ import pytest
 from pymysql.converters import escape_string
 
 from rotators.database import DatabaseSecret, LoginRefusedError
-from rotators.engines.mysql import (
+from rotators.engines.mysql import MySQLRotator, Session
+from rotators.engines.mysql_auth import (
     CACHING_SHA2,
     ED25519,
     NATIVE,
-    Grant,
-    MySQLRotator,
     Server,
-    Session,
-    account_options,
     account_password,
-    auth_plugin,
     caching_sha2_hash,
     create_user,
     ed25519_key,
@@ -38,6 +32,7 @@ from rotators.engines.mysql import (
     own_password,
     sha256_crypt,
 )
+from rotators.engines.mysql_grants import Grant, account_options, auth_plugin
 from rotators.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -49,6 +44,7 @@ from rotators.errors import (
 )
 from rotators.rotation import RotationContext, RotationEvent, Step
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
+from tests.offline import FakeSecretsManager
 
 NEW = "New-Pass'word-2"
 NEW_LITERAL = "'New-Pass\\'word-2'"
@@ -187,7 +183,9 @@ def test_native_accounts_are_sent_the_hash(server: Server, own: str, other: str,
 def test_mysql_caching_sha2_accounts_are_sent_their_stored_form() -> None:
     """From the master: `$A$005$`, a salt of 20, the SHA-crypt digest; never the password."""
     account = ("app", "10.0.%")
-    statement, (user, host, stored) = account_password(MYSQL8, account, NEW, CACHING_SHA2)
+    statement, args = account_password(MYSQL8, account, NEW, CACHING_SHA2)
+    assert args is not None
+    user, host, stored = args
     assert statement == "ALTER USER %s@%s IDENTIFIED WITH caching_sha2_password AS %s"
     assert (user, host) == account and NEW not in stored
     assert stored.startswith("$A$005$") and len(stored) == 70
@@ -346,29 +344,7 @@ def test_account_options_of_mariadb() -> None:
     assert account_options("CREATE USER `app`@`%`", MARIADB).startswith("REQUIRE NONE WITH ")
 
 
-# -- TLS ------------------------------------------------------------------------------------------------
-def test_tls_default_verifies_the_chain_and_the_name() -> None:
-    context = MySQLRotator.tls_options(secret())["ssl"]
-    assert isinstance(context, ssl.SSLContext)
-    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
-
-
-def test_tls_modes_and_plaintext(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    options = MySQLRotator.tls_options
-    verify_ca = options(secret(sslmode="verify-ca"))["ssl"]
-    assert (verify_ca.verify_mode, verify_ca.check_hostname) == (ssl.CERT_REQUIRED, False)
-    assert options(secret(sslmode="require"))["ssl"].verify_mode == ssl.CERT_NONE
-    assert options(secret(ssl=False)) == {"ssl_disabled": True}
-    assert options(secret(sslmode="disable")) == {"ssl_disabled": True}
-    monkeypatch.setenv("ROTATORS_SSLMODE", "require")
-    assert options(secret())["ssl"].verify_mode == ssl.CERT_NONE
-    with pytest.raises(ConfigurationError, match="cannot be read"):
-        options(secret(sslrootcert=str(tmp_path / "missing.pem")))
-    monkeypatch.setenv("ROTATORS_SSLMODE", "preferred")
-    with pytest.raises(ConfigurationError, match='"ssl": false'):
-        options(secret())
-
-
+# -- TLS: the SSLContext of each mode, plaintext, a weak ROTATORS_SSLMODE: tests/unit/test_tls_policy.py ---
 # -- a recording double at the driver boundary ----------------------------------------------------------
 @dataclass
 class Account:
@@ -449,30 +425,6 @@ class FakeCursor:
         return self.rows
 
 
-class FakeSecretsManager:
-    """GetSecretValue by stage from a table, and a fixed new password."""
-
-    def __init__(self, values: dict[tuple[str, str], dict[str, Any]]) -> None:
-        self.values = values
-
-    def get_secret_value(self, *, SecretId: str, VersionStage: str, VersionId: str | None = None) -> Any:
-        version = VersionId or f"{SecretId}-{VersionStage}"
-        return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
-
-    def get_random_password(self, **policy: Any) -> Any:
-        return {"RandomPassword": NEW}
-
-    def describe_secret(self, *, SecretId: str) -> Any:
-        """setSecret's last look before the change: the token still holds AWSPENDING."""
-        stages = {"v1": [AWSCURRENT], "v2": [AWSPENDING]}
-        return {
-            "ARN": f"arn:{SecretId}",
-            "Name": SecretId,
-            "RotationEnabled": True,
-            "VersionIdsToStages": stages,
-        }
-
-
 def set_secret(
     server: FakeServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -498,7 +450,7 @@ def set_secret(
     if previous:
         values[("demo", AWSPREVIOUS)] = {**current, "username": previous, "password": "Prev-Pass-0"}
         versions["v0"] = frozenset({AWSPREVIOUS})
-    client = FakeSecretsManager(values)
+    client = FakeSecretsManager(values, NEW)
     rotator = MySQLRotator(SecretStore(cast(Any, client)))
     meta = SecretMeta("arn:demo", "demo", True, versions)
     pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
@@ -831,7 +783,7 @@ def test_several_accounts_for_one_user_are_ambiguous_for_a_master(monkeypatch: p
 def test_a_clone_name_over_the_limit_fails_at_create(engine: str, name: str, limit: int) -> None:
     def make_pending(username: str) -> DatabaseSecret:
         value = {"engine": engine, "host": "db", "username": username, "password": "P-1", "masterarn": "m"}
-        rotator = MySQLRotator(SecretStore(cast(Any, FakeSecretsManager({("demo", AWSCURRENT): value}))))
+        rotator = MySQLRotator(SecretStore(cast(Any, FakeSecretsManager({("demo", AWSCURRENT): value}, NEW))))
         meta = SecretMeta(
             "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
         )

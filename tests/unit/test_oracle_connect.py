@@ -19,7 +19,7 @@ import pytest
 
 from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines.oracle import OracleRotator
-from rotators.errors import ConfigurationError, DatabaseUnavailableError, LoginError, SecretFormatError
+from rotators.errors import DatabaseUnavailableError, LoginError, SecretFormatError
 from rotators.testing.tls import CertificateAuthority
 from tests.oracle_double import OracleDouble, ora_error
 
@@ -42,7 +42,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
     return CertificateAuthority.create(tmp_path_factory.mktemp("oracle-ca"))
 
 
-# -- the options -------------------------------------------------------------------------------------------
+# -- the options (the policy they carry, and plain TCP: tests/unit/test_tls_policy.py) ----------------------
 def test_tcps_with_full_verification_is_the_default() -> None:
     options = OracleRotator().connect_options(secret(port=2484, dbname="ORCLPDB1"))
     context = options.pop("ssl_context")
@@ -60,20 +60,6 @@ def test_tcps_with_full_verification_is_the_default() -> None:
     assert context.verify_mode == ssl.CERT_REQUIRED
 
 
-def test_the_ca_bundle_is_loaded_from_its_path(
-    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(ca.cert_path))
-    context = OracleRotator().connect_options(secret())["ssl_context"]
-    subjects = [dict(entry[0] for entry in cert["subject"]) for cert in context.get_ca_certs()]
-    assert {"commonName": ca.name} in subjects
-
-
-def test_a_missing_ca_bundle_is_an_error_not_a_fallback(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"missing\.pem' cannot be read"):
-        OracleRotator().connect_options(secret(sslrootcert=str(tmp_path / "missing.pem")))
-
-
 def test_verify_ca_skips_only_the_host_name() -> None:
     options = OracleRotator().connect_options(secret(sslmode="verify-ca"))
     assert options["ssl_server_dn_match"] is False
@@ -86,28 +72,13 @@ def test_require_encrypts_without_verifying() -> None:
     assert options["ssl_context"].verify_mode == ssl.CERT_NONE
 
 
-@pytest.mark.parametrize("changes", [{"ssl": False}, {"ssl": "false"}, {"sslmode": "disable"}])
-def test_plain_tcp_only_when_the_secret_says_so(
-    changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ROTATORS_SSLMODE", "verify-full")
-    options = OracleRotator().connect_options(secret(**changes))
-    assert options["protocol"] == "tcp"
-    assert "ssl_context" not in options
-
-
-def test_connect_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
-    assert OracleRotator().connect_options(secret())["tcp_connect_timeout"] == 2.0
-
-
 # -- logins, through the recording double ------------------------------------------------------------------
 def test_a_login_passes_the_name_as_spelled_and_closes_the_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     double = OracleDouble(version="21.3.0.0.0").install(monkeypatch)
     with OracleRotator().connect(secret(), '"App"', PASSWORD) as session:
-        assert (session.login.stored, session.version) == ("App", (21, 3))
+        assert (session.login.stored, session.features.version) == ("App", (21, 3))
     assert double.connects[0]["user"] == '"App"'
     assert double.connects[0]["password"] == PASSWORD
     assert double.closed_connections == 1

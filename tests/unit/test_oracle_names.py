@@ -7,7 +7,8 @@ from typing import Any, cast
 
 import pytest
 
-from rotators.engines.oracle import OracleRotator, parse_name, quote, quote_password, server_version
+from rotators.engines.oracle import OracleRotator, server_version
+from rotators.engines.oracle_names import parse_name, quote, quote_password
 from rotators.errors import ConfigurationError, PasswordChangeError, SecretFormatError
 from rotators.rotation import Step
 from rotators.secrets import AWSCURRENT, SecretStore
@@ -106,21 +107,9 @@ def test_server_version(version: str, parsed: tuple[int, int]) -> None:
 
 # -- createSecret: the names and the generated password ---------------------------------------------
 def rotator_for(current: dict[str, Any], *passwords: str) -> tuple[OracleRotator, FakeSecretsManager]:
-    client = SequenceSecretsManager({("demo", AWSCURRENT): current}, list(passwords))
+    """GetRandomPassword draws `passwords` in order."""
+    client = FakeSecretsManager({("demo", AWSCURRENT): current}, passwords=passwords)
     return OracleRotator(SecretStore(cast(Any, client))), client
-
-
-class SequenceSecretsManager(FakeSecretsManager):
-    """GetRandomPassword answers from a list, and records the policy it was asked for."""
-
-    def __init__(self, values: dict[tuple[str, str], dict[str, Any]], passwords: list[str]) -> None:
-        super().__init__(values)
-        self.passwords = passwords
-        self.policies: list[dict[str, Any]] = []
-
-    def get_random_password(self, **policy: Any) -> Any:
-        self.policies.append(policy)
-        return {"RandomPassword": self.passwords.pop(0)}
 
 
 LOGIN = {"engine": "oracle", "host": "db", "port": 1521, "dbname": "ORCLPDB1", "password": "Old-pass-1"}

@@ -9,11 +9,13 @@ own), then the master reads what the users hold before it changes anything.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 
-from rotators.engines.oracle import ACCOUNT_SQL, ADMIN_POWER_SQL, OracleRotator
+from rotators.engines.oracle import OracleRotator
+from rotators.engines.oracle_grants import ACCOUNT_SQL, ADMIN_POWER_SQL
 from rotators.errors import (
     ConfigurationError,
     LoginError,
@@ -31,15 +33,6 @@ from tests.oracle_double import Dictionary, OracleDouble, ora_error
 LOGIN = {"engine": "oracle", "host": "db.example", "port": 2484, "dbname": "ORCLPDB1"}
 OLD, PREVIOUS, MASTER = "Old-pass-1", "Previous-pass-0", "Master-pass-3"
 N = f'"{NEW_PASSWORD}"'
-
-
-class SecretsTable(FakeSecretsManager):
-    """The table, and DescribeSecret as setSecret reads it right before a change: the token v2
-    still holds AWSPENDING."""
-
-    def describe_secret(self, *, SecretId: str) -> Any:
-        versions = {"v1": [AWSCURRENT], "v2": [AWSPENDING]}
-        return {"ARN": "arn:demo", "Name": SecretId, "RotationEnabled": True, "VersionIdsToStages": versions}
 
 
 def rotation(
@@ -61,7 +54,7 @@ def rotation(
         values[("demo", AWSPREVIOUS)] = {**LOGIN, "username": user, "password": previous}
     if pending:
         values[("demo", AWSPENDING)] = {**values[("demo", AWSCURRENT)], **pending}
-    client = SecretsTable(values)
+    client = FakeSecretsManager(values)
     return OracleRotator(SecretStore(cast(Any, client))), client
 
 
@@ -204,8 +197,10 @@ def app_dictionary() -> Dictionary:
 def with_clone(found: Dictionary) -> Dictionary:
     """The dictionary after the rotator made APP_CLONE: the same grants as APP."""
     found.user("APP_CLONE")
-    for rows in (found.sys_privs, found.role_privs, found.tab_privs, found.col_privs):
-        rows += [("APP_CLONE", *row[1:]) for row in list(rows) if row[0] == "APP"]  # type: ignore[arg-type]
+    found.sys_privs += [("APP_CLONE", *row[1:]) for row in found.sys_privs if row[0] == "APP"]
+    found.role_privs += [("APP_CLONE", *row[1:]) for row in found.role_privs if row[0] == "APP"]
+    found.tab_privs += [("APP_CLONE", *row[1:]) for row in found.tab_privs if row[0] == "APP"]
+    found.col_privs += [("APP_CLONE", *row[1:]) for row in found.col_privs if row[0] == "APP"]
     return found
 
 
@@ -555,6 +550,11 @@ def test_roles_granted_through_roles_are_found_and_named_once(monkeypatch: pytes
 
 
 # -- testSecret -----------------------------------------------------------------------------------------
+def answering(row: tuple[Any, ...]) -> Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]:
+    """Rows for the double: `row`, whatever the query."""
+    return lambda sql, binds: [row]
+
+
 def test_probe_checks_the_session_user(monkeypatch: pytest.MonkeyPatch) -> None:
     double = OracleDouble(passwords={"App": NEW_PASSWORD}, rows=lambda sql, binds: [("App", 2)]).install(
         monkeypatch
@@ -563,9 +563,7 @@ def test_probe_checks_the_session_user(monkeypatch: pytest.MonkeyPatch) -> None:
     rotator.test_pending(context(rotator, Step.TEST))
     assert double.statements == ["SELECT USER, 1 + 1 FROM dual"]
     for row in [("APP", 2), ("App", 3)]:
-        OracleDouble(passwords={"App": NEW_PASSWORD}, rows=lambda sql, binds, row=row: [row]).install(
-            monkeypatch
-        )
+        OracleDouble(passwords={"App": NEW_PASSWORD}, rows=answering(row)).install(monkeypatch)
         with pytest.raises(SecretTestError, match="'\"App\"'"):
             rotator.test_pending(context(rotator, Step.TEST))
 
@@ -608,4 +606,4 @@ def test_check_of_a_master(
         assert rotator.change_privileges(conn, "app", as_master=False) is None
         assert rotator.transport(
             conn, rotator.parse(json.dumps({**LOGIN, "username": "a", "password": "p"}), where="x")
-        ) == ("TCPS (sslmode=verify-full, certificate verified), Oracle 19.3")
+        ) == ("TLS (sslmode=verify-full, certificate verified, Oracle 19.3)")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rotators import settings
-from rotators.database import DatabaseSecret, TlsSettings
+from rotators.database import DatabaseRotator, DatabaseSecret, TlsSettings
 from rotators.engines.postgresql import PostgreSQLRotator
 from rotators.errors import ConfigurationError
 from rotators.secrets import PasswordPolicy, _client
@@ -202,7 +202,10 @@ def _capture(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> dict
     return seen
 
 
-def test_a_fractional_timeout_reaches_every_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("value", "seconds", "whole"), [("2", 2.0, 2), ("2.5", 2.5, 3)])
+def test_the_timeout_reaches_every_engine(
+    monkeypatch: pytest.MonkeyPatch, value: str, seconds: float, whole: int
+) -> None:
     """The MySQL engine crashed on 2.5 with a bare ValueError; libpq and redshift-connector take
     whole seconds (rounded up), PyMySQL and python-oracledb seconds, pymongo milliseconds."""
     import psycopg
@@ -215,26 +218,27 @@ def test_a_fractional_timeout_reaches_every_engine(monkeypatch: pytest.MonkeyPat
     from rotators.engines.oracle import OracleRotator
     from rotators.engines.redshift import RedshiftRotator
 
-    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2.5")
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
 
     seen = _capture(monkeypatch, psycopg, "connect")
     with pytest.raises(Captured), PostgreSQLRotator().connect(_login_secret("postgres", 5432), "app", "pw"):
         pass
-    assert conninfo_to_dict(seen["args"][0])["connect_timeout"] == "3"
+    assert conninfo_to_dict(seen["args"][0])["connect_timeout"] == str(whole)
 
     seen = _capture(monkeypatch, pymysql, "connect")
     with pytest.raises(Captured), MySQLRotator().connect(_login_secret("mysql", 3306), "app", "pw"):
         pass
-    assert seen["connect_timeout"] == 2.5
+    assert seen["connect_timeout"] == seconds
 
     seen = _capture(monkeypatch, redshift, "GuardedConnection")
     with pytest.raises(Captured), RedshiftRotator().connect(_login_secret("redshift", 5439), "app", "pw"):
         pass
-    assert seen["timeout"] == 3
+    assert seen["timeout"] == whole
 
-    assert OracleRotator().connect_options(_login_secret("oracle", 1521))["tcp_connect_timeout"] == 2.5
+    assert OracleRotator().connect_options(_login_secret("oracle", 1521))["tcp_connect_timeout"] == seconds
     options = DocumentDBRotator().client_options(_login_secret("mongo", 27017), "app", "pw")
-    assert (options["connectTimeoutMS"], options["serverSelectionTimeoutMS"]) == (2500, 2500)
+    milliseconds = seconds * 1000
+    assert (options["connectTimeoutMS"], options["serverSelectionTimeoutMS"]) == (milliseconds, milliseconds)
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "0"])
@@ -247,11 +251,12 @@ def test_a_bad_timeout_is_a_configuration_error_on_every_engine(
     from rotators.engines.redshift import RedshiftRotator
 
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
-    for rotator, engine in [
+    rotators: list[tuple[DatabaseRotator[Any], str]] = [
         (PostgreSQLRotator(), "postgres"),
         (MySQLRotator(), "mysql"),
         (RedshiftRotator(), "redshift"),
-    ]:
+    ]
+    for rotator, engine in rotators:
         with (
             pytest.raises(ConfigurationError, match="DB_CONNECT_TIMEOUT"),
             rotator.connect(_login_secret(engine, 1), "app", "pw"),

@@ -14,9 +14,10 @@ from psycopg import sql
 
 from rotators.database import DatabaseSecret
 from rotators.engines.postgresql import PostgreSQLRotator
-from rotators.errors import ConfigurationError, PasswordChangeError, SecretTestError
+from rotators.errors import PasswordChangeError, SecretTestError
 from rotators.rotation import RotationContext, RotationEvent, Step
 from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
+from tests.offline import FakeSecretsManager
 
 SOURCE = "O'Neil-App we\"ird"
 SOURCE_ID = '"O\'Neil-App we""ird"'
@@ -40,7 +41,7 @@ def secret(**changes: Any) -> DatabaseSecret:
     return PostgreSQLRotator().parse(json.dumps(value), where="the test secret")
 
 
-# -- TLS -------------------------------------------------------------------------------------------------
+# -- TLS (plaintext and a weak ROTATORS_SSLMODE: tests/unit/test_tls_policy.py) --------------------------
 def test_tls_default_is_verified_against_the_system_store() -> None:
     assert PostgreSQLRotator.tls_options(secret()) == {"sslmode": "verify-full", "sslrootcert": "system"}
 
@@ -57,20 +58,6 @@ def test_tls_modes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROTATORS_SSLMODE", "require")
     assert options(secret()) == {"sslmode": "require"}
     assert options(secret(sslmode="verify-full"))["sslmode"] == "verify-full"  # the secret wins
-
-
-@pytest.mark.parametrize("ssl", [False, "false"])
-def test_plaintext_when_the_secret_says_so(ssl: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROTATORS_SSLMODE", "verify-full")
-    assert PostgreSQLRotator.tls_options(secret(ssl=ssl)) == {"sslmode": "disable"}
-    assert PostgreSQLRotator.tls_options(secret(sslmode="disable")) == {"sslmode": "disable"}
-
-
-@pytest.mark.parametrize("mode", ["prefer", "allow", "disable"])
-def test_weak_sslmode_in_the_environment_is_refused(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROTATORS_SSLMODE", mode)
-    with pytest.raises(ConfigurationError, match='"ssl": false'):
-        PostgreSQLRotator.tls_options(secret())
 
 
 # -- SQL -----------------------------------------------------------------------------------------------
@@ -190,30 +177,6 @@ def test_driver_error_becomes_password_change_error_without_the_password(call: s
 
 
 # -- which statements setSecret of a master (alternating-users) rotation sends -------------------------
-class FakeSecretsManager:
-    """Stands in for the boto3 client: GetSecretValue by stage from a table, a fixed new password."""
-
-    def __init__(self, values: dict[tuple[str, str], dict[str, Any]]) -> None:
-        self.values = values
-
-    def get_secret_value(self, *, SecretId: str, VersionStage: str, VersionId: str | None = None) -> Any:
-        version = VersionId or f"{SecretId}-{VersionStage}"
-        return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
-
-    def describe_secret(self, *, SecretId: str) -> Any:
-        """setSecret's last look before the change: the token still holds AWSPENDING."""
-        stages = {"v1": [AWSCURRENT], "v2": [AWSPENDING]}
-        return {
-            "ARN": f"arn:{SecretId}",
-            "Name": SecretId,
-            "RotationEnabled": True,
-            "VersionIdsToStages": stages,
-        }
-
-    def get_random_password(self, **policy: Any) -> Any:
-        return {"RandomPassword": "New-Value-2"}
-
-
 class OfflinePostgreSQLRotator(PostgreSQLRotator):
     """The real engine, whose connect() hands out the recording connection instead of a socket."""
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import redshift_connector
+from redshift_connector.error import InterfaceError, ProgrammingError
 
 from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines import redshift
-from rotators.engines.redshift import (
+from rotators.engines.redshift import RedshiftRotator
+from rotators.engines.redshift_sql import (
     ADMIN_PRIVILEGE_ROLES,
     DATABASE_PRIVILEGES,
     DIRECT_ROLES,
@@ -29,7 +30,6 @@ from rotators.engines.redshift import (
     SCHEMA_PRIVILEGES,
     TABLE_PRIVILEGES,
     USER_FLAGS,
-    RedshiftRotator,
     password_literal,
     password_problems,
 )
@@ -46,6 +46,7 @@ from rotators.errors import (
 )
 from rotators.rotation import RotationContext, RotationEvent, Step
 from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
+from tests.offline import FakeSecretsManager
 
 NEW = "New-Pass-2Xy!"
 
@@ -162,18 +163,19 @@ class FakeRedshift:
     fail_on: str | None = None
     autocommit: bool = False
     closed: bool = False
+    features: Any = None  # what the engine read of this session (GuardedConnection.features)
     logins: list[str] = field(default_factory=list)
     sent: list[tuple[str, tuple[Any, ...] | None]] = field(default_factory=list)
 
     def login(self, **kwargs: Any) -> FakeRedshift:
         user, password = kwargs["user"], kwargs["password"]
         if user in self.passwords and self.passwords[user] != password:
-            raise redshift_connector.ProgrammingError(
+            raise ProgrammingError(
                 {"S": "FATAL", "C": "28P01", "M": f'password authentication failed for user "{user}"'}
             )
         self.logins.append(user)
         self.sent.append((f"-- login as {user}", None))
-        self.session_user, self.closed = user, False
+        self.session_user, self.closed, self.features = user, False, None
         return self
 
     def cursor(self) -> FakeCursor:
@@ -185,9 +187,7 @@ class FakeRedshift:
     def answer(self, query: str, args: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:
         self.sent.append((query, args))
         if self.fail_on and query.startswith(self.fail_on):
-            raise redshift_connector.ProgrammingError(
-                {"S": "ERROR", "C": "42501", "M": f"permission denied; {NEW} refused"}
-            )
+            raise ProgrammingError({"S": "ERROR", "C": "42501", "M": f"permission denied; {NEW} refused"})
         values = args or ()
         if re.fullmatch(r"SELECT quote_ident\(%s\)(, quote_ident\(%s\))*", query):
             return [tuple(quote_ident(str(v)) for v in values)]
@@ -234,22 +234,6 @@ class FakeCursor:
 
     def close(self) -> None:
         pass
-
-
-class FakeSecretsManager:
-    def __init__(self, values: dict[tuple[str, str], dict[str, Any]], new: str = NEW) -> None:
-        self.values, self.new = values, new
-
-    def get_secret_value(self, *, SecretId: str, VersionStage: str, VersionId: str | None = None) -> Any:
-        version = VersionId or f"{SecretId}-{VersionStage}"
-        return {"SecretString": json.dumps(self.values[(SecretId, VersionStage)]), "VersionId": version}
-
-    def describe_secret(self, *, SecretId: str) -> Any:
-        stages = {version: sorted(labels) for version, labels in META.versions.items()}
-        return {"ARN": META.arn, "Name": META.name, "VersionIdsToStages": stages}
-
-    def get_random_password(self, **policy: Any) -> Any:
-        return {"RandomPassword": self.new}
 
 
 META = SecretMeta("arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})})
@@ -479,21 +463,19 @@ def test_a_ca_bundle_is_trusted_while_connecting_only(
     ("error", "raised", "message"),
     [
         (
-            redshift_connector.ProgrammingError(
+            ProgrammingError(
                 {"S": "FATAL", "C": "28P01", "M": 'password authentication failed for user "app"'}
             ),
             LoginRefusedError,
             "refused the login",
         ),
         (
-            redshift_connector.InterfaceError("communication error", "Old-Pass-1 timed out"),
+            InterfaceError("communication error", "Old-Pass-1 timed out"),
             DatabaseUnavailableError,
             "Cannot connect to Redshift at cluster:5439",
         ),
         (
-            redshift_connector.ProgrammingError(
-                {"S": "FATAL", "C": "3D000", "M": 'database "dev" does not exist'}
-            ),
+            ProgrammingError({"S": "FATAL", "C": "3D000", "M": 'database "dev" does not exist'}),
             DatabaseUnavailableError,
             "does not exist",
         ),
