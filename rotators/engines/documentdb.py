@@ -18,6 +18,7 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from rotators.database import NOT_CHECKED, DatabaseRotator, DatabaseSecret, ca_bundle, tls_mode
+from rotators.engines import BY_NAME
 from rotators.errors import ConfigurationError, PasswordChangeError, RotationError, SecretFormatError, shown
 from rotators.log import logger
 
@@ -104,7 +105,7 @@ class DocumentDBRotator(DatabaseRotator[Session]):
     kind = "documentdb"
     label = MONGODB.name  # in messages, the dialect of the secret or session instead
     driver_errors = (PyMongoError,)
-    engines = frozenset({"mongo", "mongodb", "documentdb"})
+    engines = BY_NAME["documentdb"].secret_engines  # the registry's
     default_port = 27017
     default_dbname = "admin"
     max_username_bytes = 1024  # MongoDB's only bound is the document size; this is a sanity guard

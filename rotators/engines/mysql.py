@@ -19,6 +19,7 @@ from pymysql.connections import Connection
 from pymysql.protocol import MysqlPacket
 
 from rotators.database import DatabaseRotator, DatabaseSecret, ssl_context, tls_mode
+from rotators.engines import BY_NAME
 from rotators.engines.mysql_auth import (
     MARIADB,
     MYSQL,
@@ -63,7 +64,7 @@ class MySQLRotator(DatabaseRotator[Session]):
     kind = "mysql"
     label = "MySQL"
     driver_errors = (pymysql.MySQLError,)
-    engines = frozenset({MYSQL, "aurora-mysql", MARIADB})
+    engines = BY_NAME["mysql"].secret_engines  # the registry's
     default_port = 3306
     default_dbname = ""  # none: log in without choosing a database
     max_username_bytes = 3 * MAX_NAME_CHARS[MARIADB]  # utf8mb3 names; the real check counts characters

@@ -19,6 +19,7 @@ from typing import Any
 import oracledb
 
 from rotators.database import CLONE_SUFFIX, DatabaseRotator, DatabaseSecret, ssl_context, tls_mode
+from rotators.engines import BY_NAME
 from rotators.engines.oracle_grants import (
     ACCOUNT_SQL,
     ADMIN_POWER_SQL,
@@ -93,7 +94,7 @@ class OracleRotator(DatabaseRotator[OracleSession]):
     kind = "oracle"
     label = "Oracle"
     driver_errors = (oracledb.Error,)
-    engines = frozenset({"oracle"})
+    engines = BY_NAME["oracle"].secret_engines  # the registry's
     default_port = 1521
     default_dbname = "ORCL"
     max_username_bytes = 128  # 30 before 12.2: checked against the server's version when connected

@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from rotators.database import DatabaseRotator, DatabaseSecret, ca_bundle, tls_mode
+from rotators.engines import BY_NAME
 from rotators.errors import LoginError, shown
 
 # libpq reports these when the server itself refused the login (not a network or TLS fault).
@@ -46,7 +47,7 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
     kind = "postgresql"
     label = "PostgreSQL"
     driver_errors = (psycopg.Error,)
-    engines = frozenset({"postgres", "postgresql", "aurora-postgresql"})
+    engines = BY_NAME["postgresql"].secret_engines  # the registry's
     default_port = 5432
     default_dbname = "postgres"
     max_username_bytes = 63

@@ -29,6 +29,7 @@ from redshift_connector.error import Error as DriverError
 from redshift_connector.error import InterfaceError
 
 from rotators.database import DatabaseRotator, DatabaseSecret, address, ca_bundle, tls_mode
+from rotators.engines import BY_NAME
 from rotators.engines import redshift_sql as sql
 from rotators.engines.redshift_sql import md5_password, password_problems
 from rotators.errors import ConfigurationError, DatabaseUnavailableError, shown
@@ -81,7 +82,7 @@ class RedshiftRotator(DatabaseRotator[GuardedConnection]):
     kind = "redshift"
     label = "Redshift"
     driver_errors = (DriverError,)
-    engines = frozenset({"redshift", "redshift-serverless"})
+    engines = BY_NAME["redshift"].secret_engines  # the registry's
     default_port = 5439
     default_dbname = "dev"
     max_username_bytes = 127
