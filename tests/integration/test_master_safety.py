@@ -285,7 +285,8 @@ def test_a_set_secret_superseded_while_it_runs_changes_nothing(
 
     def racing(self: Any, secret: Any, username: str, secret_password: str) -> Any:
         if not newer:
-            invoke(db.handler, arn, newer.append(db.sm.start_rotation(arn)) or newer[0], "createSecret")
+            newer.append(db.sm.start_rotation(arn))
+            invoke(db.handler, arn, newer[0], "createSecret")
         return original(self, secret, username, secret_password)
 
     with monkeypatch.context() as patched, pytest.raises(VersionStageError, match="superseded"):

@@ -57,7 +57,10 @@ def forms(value: str) -> set[str]:
     """The value as it can be written: raw, or through up to three layers of JSON escaping or a
     bytes repr (botocore logs a body as bytes of JSON, a SecretString is JSON inside it, and the
     log line is JSON again)."""
-    layers = (lambda v: json.dumps(v)[1:-1], lambda v: repr(v.encode())[2:-1])
+    layers: tuple[Callable[[str], str], ...] = (
+        lambda v: json.dumps(v)[1:-1],
+        lambda v: repr(v.encode())[2:-1],
+    )
     found = {value}
     for _ in range(3):
         found |= {layer(v) for v in found for layer in layers}

@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from rotators.engines import mysql, redshift
-from rotators.engines.mysql import ed25519_key, native_hash
-from rotators.engines.redshift import md5_password
+from rotators.engines.mysql_auth import ed25519_key, native_hash
+from rotators.engines.redshift_sql import md5_password
 from rotators.testing.mariadb import MariaDBServer
 from rotators.testing.postgres import PostgresServer
 from rotators.testing.secretsmanager import LocalSecretsManager
@@ -231,7 +232,7 @@ def test_the_md5_form_is_the_one_postgresql_computes(admin: Admin, role_name: st
     what the engine sends to Redshift (no Redshift runs here; this is the next best witness)."""
     name, password = f"{role_name}_md5", "Md5-Witness-9"
     admin.sql(f'CREATE ROLE "{name}" LOGIN')
-    with psycopg.connect(**admin.server.admin_dsn(), autocommit=True) as conn:
+    with psycopg.connect(make_conninfo("", **admin.server.admin_dsn()), autocommit=True) as conn:
         conn.execute("SET password_encryption = 'md5'")
         conn.execute(f"ALTER ROLE \"{name}\" PASSWORD '{password}'")
     stored = admin.sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,))

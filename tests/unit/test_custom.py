@@ -44,7 +44,7 @@ def test_other_shapes_are_refused(text: str) -> None:
 
 def test_the_issuer_always_needs_its_id_key() -> None:
     class Bare(ApiKeyRotator):
-        required = ("endpoint",)
+        required = ("endpoint",)  # type: ignore[assignment]  # drops key_id on purpose
 
     with pytest.raises(SecretFormatError, match="needs 'key_id'"):
         Bare().parse(json.dumps({"endpoint": "https://x", "api_key": "k"}), where="the test")
