@@ -29,8 +29,6 @@ from rotators.engines.mysql_auth import (
     account_password,
     account_text,
     create_user,
-    ed25519_key,
-    native_hash,
     own_password,
     validation_needs_clear,
 )
@@ -38,8 +36,6 @@ from rotators.engines.mysql_grants import Grant, Privileges, account_options, au
 from rotators.errors import PasswordChangeError, RotationError, SecretFormatError, shown
 from rotators.log import logger
 
-# The stored forms are exported here too: tests/integration/test_statement_logs.py looks for them.
-__all__ = ["MySQLRotator", "Session", "ed25519_key", "handler", "native_hash"]
 # The longest account user name: MySQL 5.7.8+ takes 32 characters, MariaDB 10.x 80 (128 from
 # 10.6, but createSecret cannot know the version, so 80 holds on every MariaDB).
 MAX_NAME_CHARS = {MYSQL: 32, MARIADB: 80}
