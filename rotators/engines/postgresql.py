@@ -118,6 +118,13 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             )
         return {}
 
+    def tls_version(self, conn: psycopg.Connection[Any]) -> str | None:
+        row = conn.execute("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        return str(row[0]) if row and row[0] else None
+
+    def server_name(self, conn: psycopg.Connection[Any]) -> str:
+        return f"PostgreSQL {conn.info.parameter_status('server_version') or ''}".strip()
+
     def change_privileges(
         self, conn: psycopg.Connection[Any], username: str, *, as_master: bool
     ) -> str | None:
