@@ -21,12 +21,6 @@ PASSWORD = "Auth-Method-S3cret"
 NONCE = b"abcdefghij0123456789"
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def pg(**changes: Any) -> Any:
     value = {"engine": "postgres", "host": "db", "username": "app", "password": PASSWORD, **changes}
     return PostgreSQLRotator().parse(json.dumps(value), where="the test secret")

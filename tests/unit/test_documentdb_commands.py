@@ -34,12 +34,6 @@ PASSWORD = "New-Pa55word-value"
 DOCDB_HOST = "orders.cluster-c0ffee.eu-west-1.docdb.amazonaws.com"
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE", "DB_CONNECT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def secret(**changes: Any) -> DatabaseSecret:
     value = {"engine": "mongo", "host": "db.example", "username": "app", "password": "Old-1", **changes}
     return DocumentDBRotator().parse(json.dumps(value), where="the test secret")

@@ -61,12 +61,6 @@ STRICT_VALIDATION = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def secret(**changes: Any) -> DatabaseSecret:
     value = {"engine": "mysql", "host": "db", "username": "app", "password": "Old-Pass-1", **changes}
     return MySQLRotator().parse(json.dumps(value), where="the test secret")

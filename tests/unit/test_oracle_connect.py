@@ -26,12 +26,6 @@ from tests.oracle_double import OracleDouble, ora_error
 PASSWORD = "Secret-pass-1"
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE", "DB_CONNECT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def secret(**changes: Any) -> DatabaseSecret:
     value = {"engine": "oracle", "host": "db.example", "username": "app", "password": PASSWORD, **changes}
     return OracleRotator().parse(json.dumps(value), where="the test secret")

@@ -15,22 +15,6 @@ from rotators.engines.postgresql import PostgreSQLRotator
 from rotators.errors import ConfigurationError
 from rotators.secrets import PasswordPolicy, _client
 
-VARIABLES = (
-    "PASSWORD_LENGTH",
-    "EXCLUDE_CHARACTERS",
-    "EXCLUDE_NUMBERS",
-    "EXCLUDE_PUNCTUATION",
-    "EXCLUDE_UPPERCASE",
-    "EXCLUDE_LOWERCASE",
-    "REQUIRE_EACH_INCLUDED_TYPE",
-)
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
 
 def policy() -> PasswordPolicy:
     return PostgreSQLRotator().password_policy()

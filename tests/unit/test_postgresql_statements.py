@@ -30,12 +30,6 @@ def verifier_literal(user: str, password: str) -> str:
     return "'" + FakePgConn.verifier(user.encode(), password.encode()).decode().replace("'", "''") + "'"
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def secret(**changes: Any) -> DatabaseSecret:
     value = {"engine": "postgres", "host": "db", "username": "app", "password": PASSWORD, **changes}
     return PostgreSQLRotator().parse(json.dumps(value), where="the test secret")

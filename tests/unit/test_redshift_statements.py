@@ -62,12 +62,6 @@ REDSHIFT_VERSION = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE", "PASSWORD_LENGTH", "EXCLUDE_CHARACTERS"):
-        monkeypatch.delenv(name, raising=False)
-
-
 # -- Redshift's password rules ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("password", "problems"),

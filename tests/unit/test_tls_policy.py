@@ -25,12 +25,6 @@ from rotators.errors import ConfigurationError
 from rotators.testing.tls import CertificateAuthority
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE", "DB_CONNECT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def secret(rotator: DatabaseRotator[Any], engine: str, **changes: Any) -> DatabaseSecret:
     value = {"engine": engine, "host": "db.example", "username": "app", "password": "Old-Pass-1", **changes}
     return rotator.parse(json.dumps(value), where="the test secret")

@@ -1,0 +1,17 @@
+"""Every unit test starts from the engines' defaults: no setting a developer's shell may hold."""
+
+from __future__ import annotations
+
+import pytest
+
+SETTINGS = (
+    "ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE", "DB_CONNECT_TIMEOUT", "PASSWORD_LENGTH", "EXCLUDE_CHARACTERS",
+    "EXCLUDE_NUMBERS", "EXCLUDE_PUNCTUATION", "EXCLUDE_UPPERCASE", "EXCLUDE_LOWERCASE",
+    "REQUIRE_EACH_INCLUDED_TYPE",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
