@@ -14,11 +14,9 @@ add `engine=documentdb` to the query). Every user the tests create is dropped at
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymongo
 import pytest
@@ -26,28 +24,22 @@ import pytest
 from rotators.engines.documentdb import handler
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Watched, invoke
+from tests.live import dsn_query, dsn_secret, live_only
 
-URI = os.environ.get("ROTATORS_TEST_MONGODB_URI", "")
-pytestmark = pytest.mark.skipif(
-    not URI,
-    reason="no real MongoDB/DocumentDB here (SecantusDB covers the rest): set ROTATORS_TEST_MONGODB_URI="
+URI = "ROTATORS_TEST_MONGODB_URI"
+pytestmark = live_only(
+    URI,
+    "no real MongoDB/DocumentDB here (SecantusDB covers the rest): set ROTATORS_TEST_MONGODB_URI="
     "mongodb://user:pw@host:27017/?tls=false to run these against one",
 )
 
 
 def master_secret() -> dict[str, Any]:
-    url = urlsplit(URI)
-    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-    tls = query.get("tls", query.get("ssl", "true")).lower() == "true"
-    value: dict[str, Any] = {
-        "engine": query.get("engine", "mongo"),
-        "host": url.hostname,
-        "port": url.port or 27017,
-        "dbname": query.get("authSource", "admin"),
-        "username": unquote(url.username or ""),
-        "password": unquote(url.password or ""),
-        "ssl": tls,
-    }
+    """MongoDB's URI words: authSource is the database, tls (or ssl) and tlsCAFile the TLS settings."""
+    query = dsn_query(URI)
+    value = dsn_secret(URI, engine="mongo", port=27017)
+    value["dbname"] = query.get("authSource", "admin")
+    value["ssl"] = query.get("tls", query.get("ssl", "true")).lower() == "true"
     if "tlsCAFile" in query:
         value["sslrootcert"] = query["tlsCAFile"]
     return value

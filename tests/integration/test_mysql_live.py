@@ -14,11 +14,9 @@ Everything the tests create is named `rot_<random>` and dropped afterwards.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pymysql
 import pytest
@@ -26,32 +24,19 @@ import pytest
 from rotators.engines.mysql import MySQLRotator, handler
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import invoke
+from tests.live import dsn_secret as from_dsn
+from tests.live import live_only
 
-DSN = os.environ.get("ROTATORS_TEST_MYSQL_DSN", "")
-pytestmark = pytest.mark.skipif(
-    not DSN,
-    reason="ROTATORS_TEST_MYSQL_DSN is not set (mysql://admin:password@host:3306/?sslrootcert=ca.pem): "
+pytestmark = live_only(
+    "ROTATORS_TEST_MYSQL_DSN",
+    "ROTATORS_TEST_MYSQL_DSN is not set (mysql://admin:password@host:3306/?sslrootcert=ca.pem): "
     "no MySQL 8/9 server can run here, so its dialect is covered at the statement level",
 )
 
 
 def dsn_secret() -> dict[str, Any]:
     """The admin account of the DSN as a secret value."""
-    parts = urlsplit(DSN)
-    options = dict(parse_qsl(parts.query))
-    value: dict[str, Any] = {
-        "engine": "mysql",
-        "host": parts.hostname,
-        "port": parts.port or 3306,
-        "username": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
-    }
-    for key in ("sslrootcert", "sslmode"):
-        if key in options:
-            value[key] = options[key]
-    if options.get("ssl", "").lower() == "false":
-        value["ssl"] = False
-    return value
+    return from_dsn("ROTATORS_TEST_MYSQL_DSN", engine="mysql", port=3306)
 
 
 class LiveServer:

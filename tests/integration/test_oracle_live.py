@@ -13,11 +13,9 @@ has a random name and is dropped at the end.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -25,28 +23,19 @@ from rotators.engines.oracle import OracleRotator, handler
 from rotators.errors import LoginError, PrivilegeError, TargetMismatchError
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Watched, invoke
+from tests.live import dsn_secret, live_only
 
-DSN = os.environ.get("ROTATORS_TEST_ORACLE_DSN", "")
-pytestmark = pytest.mark.skipif(
-    not DSN,
-    reason="no Oracle server here: set ROTATORS_TEST_ORACLE_DSN=oracle://system:<pw>@host:1521/SERVICE"
+pytestmark = live_only(
+    "ROTATORS_TEST_ORACLE_DSN",
+    "no Oracle server here: set ROTATORS_TEST_ORACLE_DSN=oracle://system:<pw>@host:1521/SERVICE"
     "?ssl=false to run these against one (README: Oracle in Docker)",
 )
 
 
 def admin_secret() -> dict[str, Any]:
-    url = urlsplit(DSN)
-    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-    value: dict[str, Any] = {
-        "engine": "oracle",
-        "host": url.hostname,
-        "port": url.port or 1521,
-        "dbname": url.path.lstrip("/") or "FREEPDB1",
-        "username": unquote(url.username or "system"),
-        "password": unquote(url.password or ""),
-    }
-    value.update({k: query[k] for k in ("ssl", "sslmode", "sslrootcert") if k in query})
-    return value
+    return dsn_secret(
+        "ROTATORS_TEST_ORACLE_DSN", engine="oracle", port=1521, dbname="FREEPDB1", user="system"
+    )
 
 
 class OracleAdmin:

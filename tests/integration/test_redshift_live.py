@@ -27,11 +27,9 @@ wherever the SQL is common. What only a real Redshift confirms, and these tests 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 
@@ -39,32 +37,18 @@ from rotators.engines.redshift import RedshiftRotator, handler
 from rotators.errors import LoginError, PrivilegeError
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import invoke
+from tests.live import dsn_secret as from_dsn
+from tests.live import live_only
 
-DSN = os.environ.get("ROTATORS_TEST_REDSHIFT_DSN", "")
-pytestmark = pytest.mark.skipif(
-    not DSN,
-    reason="ROTATORS_TEST_REDSHIFT_DSN is not set (redshift://admin:password@endpoint:5439/dev): no Redshift "
+pytestmark = live_only(
+    "ROTATORS_TEST_REDSHIFT_DSN",
+    "ROTATORS_TEST_REDSHIFT_DSN is not set (redshift://admin:password@endpoint:5439/dev): no Redshift "
     "can run here, so the engine runs against PostgreSQL through test shims instead",
 )
 
 
 def dsn_secret() -> dict[str, Any]:
-    parts = urlsplit(DSN)
-    options = dict(parse_qsl(parts.query))
-    value: dict[str, Any] = {
-        "engine": "redshift",
-        "host": parts.hostname,
-        "port": parts.port or 5439,
-        "username": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
-        "dbname": parts.path.lstrip("/") or "dev",
-    }
-    for key in ("sslrootcert", "sslmode"):
-        if key in options:
-            value[key] = options[key]
-    if options.get("ssl", "").lower() == "false":
-        value["ssl"] = False
-    return value
+    return from_dsn("ROTATORS_TEST_REDSHIFT_DSN", engine="redshift", port=5439, dbname="dev")
 
 
 class LiveCluster:
