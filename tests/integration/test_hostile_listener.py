@@ -35,6 +35,7 @@ from rotators.testing.postgres import PostgresServer
 from rotators.testing.secretsmanager import LocalSecretsManager
 from rotators.testing.tls import CertificateAuthority
 from tests.conftest import Admin, MariaDBAdmin, invoke, mysql_secret, pg_secret
+from tests.listeners import Listener
 
 HOST = "127.0.0.1"
 PG_SSL_REQUEST, PG_GSS_REQUEST = 80877103, 80877104
@@ -46,7 +47,7 @@ RSA_PEM = RSA_KEY.public_key().public_bytes(
 
 
 @dataclass
-class Impostor:
+class Impostor(Listener):
     """Listens on a random port; one thread per connection. `relay` holds the user names passed
     through to `upstream`; `tls` is the impostor's own server context (None: it refuses TLS)."""
 
@@ -59,22 +60,9 @@ class Impostor:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.server = socket.create_server((HOST, 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        Listener.__init__(self)
 
-    def close(self) -> None:
-        self.server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         client.settimeout(5)
         self.users.append(None)
         index = len(self.users) - 1

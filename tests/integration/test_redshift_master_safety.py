@@ -33,6 +33,7 @@ from rotators.errors import (
 )
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS, Admin, Watched, invoke, redshift_secret
+from tests.listeners import Listener
 from tests.redshift_shims import SSL_REQUEST, StartupParameterProxy
 
 pytestmark = pytest.mark.usefixtures("redshift_shims")
@@ -225,30 +226,19 @@ def test_an_awscurrent_that_does_not_log_in_makes_the_master_change_nothing(cast
 
 
 # -- a hostile listener: refuses TLS, asks for the password in clear text, records what arrives -----------
-class HostileListener:
+class HostileListener(Listener):
     """127.0.0.1:`port`. Answers 'N' to every SSLRequest and AuthenticationCleartextPassword to every
     startup, then records every byte until the client hangs up. A startup for `relay_user` is sent
     on to `relay` instead, so that user's plaintext login works (a man in the middle)."""
 
     def __init__(self, relay_user: str | None = None, relay: tuple[str, int] | None = None) -> None:
         self.relay_user, self.relay = relay_user, relay
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.host, self.port = "127.0.0.1", int(self.server.getsockname()[1])
         self.ssl_requests = 0
         self.startups: list[str] = []  # the user name of each startup it answered itself
         self.received = b""  # everything the clients sent after the request for the password
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         with client:
             client.settimeout(5)
             try:
@@ -277,9 +267,6 @@ class HostileListener:
             upstream.sendall(startup)
             threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
             _pump(client, upstream)
-
-    def close(self) -> None:
-        self.server.close()
 
 
 def _exactly(sock: socket.socket, size: int) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines.oracle import OracleRotator
 from rotators.errors import DatabaseUnavailableError, LoginError, SecretFormatError
 from rotators.testing.tls import CertificateAuthority
+from tests.listeners import Listener
 from tests.oracle_double import OracleDouble, ora_error
 
 PASSWORD = "Secret-pass-1"
@@ -119,35 +119,24 @@ def test_an_illegal_login_name_is_refused_before_connecting(monkeypatch: pytest.
 
 
 # -- a real TLS handshake, against a socket that speaks TLS and then reads the first TNS packet -------------
-class Listener:
-    """Accepts one connection at a time: TLS (or plain TCP) then records the first bytes and hangs up."""
+class TlsEndpoint(Listener):
+    """TLS (or plain TCP), then records the first bytes and hangs up."""
 
     def __init__(self, context: ssl.SSLContext | None) -> None:
         self.context = context
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
         self.first_bytes: list[bytes] = []
         self.handshake_errors: list[str] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.server.accept()
-            except OSError:
-                return
-            raw.settimeout(5)
-            try:
-                conn = self.context.wrap_socket(raw, server_side=True) if self.context else raw
-                self.first_bytes.append(conn.recv(4096))
-                conn.close()
-            except (ssl.SSLError, OSError) as exc:
-                self.handshake_errors.append(type(exc).__name__)
-                raw.close()
-
-    def close(self) -> None:
-        self.server.close()
+    def serve(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        try:
+            conn = self.context.wrap_socket(client, server_side=True) if self.context else client
+            self.first_bytes.append(conn.recv(4096))
+            conn.close()
+        except (ssl.SSLError, OSError) as exc:
+            self.handshake_errors.append(type(exc).__name__)
+            client.close()
 
 
 def server_context(ca: CertificateAuthority, tmp_path: Path, name: str | None = None) -> ssl.SSLContext:
@@ -195,10 +184,10 @@ def issue_cert_for(ca: CertificateAuthority, name: str, cert_path: Path, key_pat
 
 @pytest.fixture
 def listen() -> Iterator[Any]:
-    listeners: list[Listener] = []
+    listeners: list[TlsEndpoint] = []
 
-    def start(context: ssl.SSLContext | None) -> Listener:
-        listeners.append(Listener(context))
+    def start(context: ssl.SSLContext | None) -> TlsEndpoint:
+        listeners.append(TlsEndpoint(context))
         return listeners[-1]
 
     yield start
