@@ -31,6 +31,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check rotators tests bench sam
 	$(BIN)/ruff format --check rotators tests bench sam
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tests
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit

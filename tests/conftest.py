@@ -2,20 +2,22 @@
 
 Servers are started by the fixtures (random ports, temporary directories, SCRAM password
 auth, TLS), never the machine's own PostgreSQL: a `trust` server accepts any password and
-would prove nothing about rotation.
+would prove nothing about rotation. What differs between engines (their superusers, secrets and
+features) is declared once in tests/engines.py; `db` binds one to its server for a test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 import pytest
 
 from rotators.log import logger
@@ -25,11 +27,42 @@ from rotators.testing.mariadb import MariaDBFactory, MariaDBServer
 from rotators.testing.postgres import PostgresFactory, PostgresServer
 from rotators.testing.secantus import SecantusFactory, SecantusServer
 from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.servers import ServerFactory, Stoppable
+from tests.admins import Admin, Admins, MariaDBAdmin, MongoAdmin
+from tests.engines import (
+    DOCUMENTDB,
+    MYSQL,
+    POSTGRESQL,
+    REDSHIFT,
+    STEPS,
+    Database,
+    Engine,
+    Login,
+    RedshiftServer,
+    bind,
+    invoke,
+)
 
-if TYPE_CHECKING:  # imported where used: tests/test_leak_check.py runs this file outside the package
+if TYPE_CHECKING:
     from tests.redshift_shims import StartupParameterProxy
 
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+# Imported from here by the test modules (tests/admins.py and tests/engines.py hold them now).
+__all__ = [
+    "STEPS",
+    "Admin",
+    "MariaDBAdmin",
+    "MongoAdmin",
+    "invoke",
+    "mongo_secret",
+    "mysql_secret",
+    "pg_secret",
+    "redshift_secret",
+]
+
+pg_secret = POSTGRESQL.secret
+mysql_secret = MYSQL.secret
+mongo_secret = DOCUMENTDB.secret
+redshift_secret = REDSHIFT.secret  # of the proxy: its host and port
 
 
 # -- the leak check: no secret value may reach a log line or captured output --------------------
@@ -99,29 +132,36 @@ class _JsonLines(logging.Handler):
 _checked_arns: set[str] = set()
 
 
-def _stored_values(sm: LocalSecretsManager) -> Iterator[str]:
-    """Every value of every secret the running test made (earlier tests' secrets are done)."""
-    # Every page: ListSecrets returns 100 secrets a page, and a session makes hundreds.
+def _stored_values(sm: LocalSecretsManager) -> list[str]:
+    """Every value of every secret the running test made (earlier tests' secrets are done). The
+    secrets are deleted once read: moto builds every secret's listing for each page it returns,
+    so secrets left behind would slow every later test's check."""
     pages = sm.client.get_paginator("list_secrets").paginate(IncludePlannedDeletion=True)
-    for secret in (s for page in pages for s in page["SecretList"]):
-        if secret["ARN"] in _checked_arns:
+    made = [s["ARN"] for page in pages for s in page["SecretList"] if s["ARN"] not in _checked_arns]
+    values: list[str] = []
+    for arn in made:
+        _checked_arns.add(arn)
+        values += _values(sm, arn)
+        with contextlib.suppress(sm.client.exceptions.ClientError):
+            sm.client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    return values
+
+
+def _values(sm: LocalSecretsManager, arn: str) -> Iterator[str]:
+    """Each version's text, and the password in it."""
+    versions = sm.client.list_secret_version_ids(SecretId=arn, IncludeDeprecated=True)
+    for version in versions["Versions"]:
+        try:
+            text = sm.client.get_secret_value(SecretId=arn, VersionId=version["VersionId"])["SecretString"]
+        except sm.client.exceptions.ResourceNotFoundException:
+            continue  # a version staged by RotateSecret that never got a value
+        yield text
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):  # a bad-input test stores such strings
             continue
-        _checked_arns.add(secret["ARN"])
-        versions = sm.client.list_secret_version_ids(SecretId=secret["ARN"], IncludeDeprecated=True)
-        for version in versions["Versions"]:
-            try:
-                text = sm.client.get_secret_value(SecretId=secret["ARN"], VersionId=version["VersionId"])[
-                    "SecretString"
-                ]
-            except sm.client.exceptions.ResourceNotFoundException:
-                continue  # a version staged by RotateSecret that never got a value
-            yield text
-            try:
-                parsed = json.loads(text)
-            except (ValueError, RecursionError):  # a bad-input test stores such strings
-                continue
-            if isinstance(parsed, dict) and isinstance(parsed.get("password"), str):
-                yield parsed["password"]
+        if isinstance(parsed, dict) and isinstance(parsed.get("password"), str):
+            yield parsed["password"]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -140,25 +180,26 @@ def _record_generated_passwords() -> Iterator[None]:
 
 
 # -- real parts --------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def pg_factory() -> Iterator[PostgresFactory]:
-    factory = PostgresFactory()
+F = TypeVar("F", bound=ServerFactory[Any])
+S = TypeVar("S", bound=Stoppable)
+
+
+def _closed_after(factory: F) -> Iterator[F]:
+    """A factory for the session: at its end every server it made stops and its files go."""
     yield factory
     factory.close()
 
 
-@pytest.fixture(scope="session")
-def pg(pg_factory: PostgresFactory) -> PostgresServer:
-    """A PostgreSQL server shared by the tests that do not stop it (each uses its own roles)."""
-    return pg_factory.start()
-
-
-@pytest.fixture
-def own_pg(pg_factory: PostgresFactory) -> Iterator[PostgresServer]:
-    """A server of the test's own, for tests that stop and start it."""
-    server = pg_factory.start()
+def _stopped_after(server: S, *, crash: bool = False) -> Iterator[S]:
+    """A server of one test's own, stopped when the test ends."""
     yield server
-    server.stop()
+    server.stop(crash=crash)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_aws_by_accident() -> None:
+    """Tests talk to the local endpoint only; a missing override must not reach real AWS."""
+    os.environ.pop("AWS_PROFILE", None)
 
 
 @pytest.fixture(scope="session")
@@ -179,58 +220,12 @@ def local_sm(
     return _sm_server
 
 
-# -- helpers that play Secrets Manager and the database admin -----------------------------------------
-class Admin:
-    """The superuser of one test server: makes roles and checks which passwords log in."""
-
-    def __init__(self, server: PostgresServer) -> None:
-        self.server = server
-
-    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(**self.server.admin_dsn(), autocommit=True) as conn:
-            cursor = conn.execute(statement, params or None)  # () would make "%" a placeholder
-            return cursor.fetchall() if cursor.description else []
-
-    def create_role(self, name: str, password: str, *extra: str) -> None:
-        from psycopg import sql
-
-        with psycopg.connect(**self.server.admin_dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} " + " ".join(extra)).format(
-                    sql.Identifier(name), sql.Literal(password)
-                )
-            )
-
-    def set_password(self, name: str, password: str) -> None:
-        """A password reset by hand, outside Secrets Manager."""
-        from psycopg import sql
-
-        with psycopg.connect(**self.server.admin_dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(name), sql.Literal(password))
-            )
-
-    def logs_in(self, user: str, password: str) -> bool:
-        try:
-            with psycopg.connect(
-                host=self.server.host,
-                port=self.server.port,
-                dbname="postgres",
-                user=user,
-                password=password,
-                sslmode="verify-full",
-                sslrootcert=str(self.server.ca.cert_path),
-                connect_timeout=5,
-            ):
-                return True
-        except psycopg.OperationalError as exc:
-            assert "password authentication failed" in str(exc), "login failed for another reason"
-            return False
-
-
-@pytest.fixture
-def admin(pg: PostgresServer) -> Admin:
-    return Admin(pg)
+@pytest.fixture(scope="session")
+def admins() -> Iterator[Admins]:
+    """The superusers of the shared servers, one kept connection each for the whole session."""
+    pool = Admins()
+    yield pool
+    pool.close()
 
 
 @pytest.fixture
@@ -239,22 +234,58 @@ def role_name() -> str:
     return f"app_{uuid.uuid4().hex[:10]}"
 
 
-def pg_secret(server: PostgresServer, username: str, password: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "engine": "postgres",
-        "host": server.host,
-        "port": server.port,
-        "username": username,
-        "password": password,
-        "dbname": "postgres",
-        **extra,
-    }
-
-
 @pytest.fixture
 def new_password() -> Callable[[], str]:
     """Passwords a test sets by hand (they join the leak check through the stored secrets)."""
     return lambda: "Init-" + uuid.uuid4().hex
+
+
+# -- one engine of tests/engines.py on its server, for tests parametrised with `engine` ---------------
+@pytest.fixture
+def db(
+    engine: Engine, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, leak_check: Watched
+) -> Database:
+    """`engine` on the server the tests share."""
+    return bind(engine, request, monkeypatch, leak_check.add)
+
+
+@pytest.fixture
+def app(db: Database) -> tuple[str, Login]:
+    """A user of `engine` and its secret, made as someone else's script would (with a key the
+    rotator does not read)."""
+    login = db.add_user()
+    return db.store(login, owner="team-a"), login
+
+
+@pytest.fixture
+def own_db(
+    engine: Engine, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, leak_check: Watched
+) -> Database:
+    """`engine` on a server of the test's own, which the test may stop and start."""
+    return bind(engine, request, monkeypatch, leak_check.add, server="own")
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_factory() -> Iterator[PostgresFactory]:
+    yield from _closed_after(PostgresFactory())
+
+
+@pytest.fixture(scope="session")
+def pg(pg_factory: PostgresFactory) -> PostgresServer:
+    """A PostgreSQL server shared by the tests that do not stop it (each uses its own roles)."""
+    return pg_factory.start()
+
+
+@pytest.fixture
+def own_pg(pg_factory: PostgresFactory) -> Iterator[PostgresServer]:
+    """A server of the test's own, for tests that stop and start it."""
+    yield from _stopped_after(pg_factory.start())
+
+
+@pytest.fixture
+def admin(admins: Admins, pg: PostgresServer) -> Admin:
+    return admins.typed(POSTGRESQL, pg, Admin)
 
 
 @pytest.fixture
@@ -271,23 +302,10 @@ def secret(
     return local_sm.create_secret(role_name, pg_secret(pg, role_name, password))
 
 
-def invoke(handler: Callable[..., Any], secret_id: str, token: str, *steps: str, **extra: str) -> None:
-    for step in steps or STEPS:
-        handler({"SecretId": secret_id, "ClientRequestToken": token, "Step": step, **extra}, None)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_aws_by_accident() -> None:
-    """Tests talk to the local endpoint only; a missing override must not reach real AWS."""
-    os.environ.pop("AWS_PROFILE", None)
-
-
 # -- SecantusDB: a MongoDB-wire server with SCRAM and TLS, for the DocumentDB/MongoDB engine -----------
 @pytest.fixture(scope="session")
 def secantus_factory() -> Iterator[SecantusFactory]:
-    factory = SecantusFactory()
-    yield factory
-    factory.close()
+    yield from _closed_after(SecantusFactory())
 
 
 @pytest.fixture(scope="session")
@@ -299,9 +317,13 @@ def mongo(secantus_factory: SecantusFactory) -> SecantusServer:
 @pytest.fixture
 def own_mongo(secantus_factory: SecantusFactory) -> Iterator[SecantusServer]:
     """A server of the test's own, for tests that stop and start it."""
-    server = secantus_factory.start()
-    yield server
-    server.stop(crash=True)
+    yield from _stopped_after(secantus_factory.start(), crash=True)
+
+
+@pytest.fixture(scope="session")
+def plain_mongo(secantus_factory: SecantusFactory) -> SecantusServer:
+    """A server that speaks plaintext only (tests of `"ssl": false`)."""
+    return secantus_factory.start(tls=False)
 
 
 @pytest.fixture
@@ -313,58 +335,9 @@ def mongo_sm(
     return local_sm
 
 
-class MongoAdmin:
-    """The `root` user of one SecantusDB server: makes users and checks which passwords log in."""
-
-    def __init__(self, server: SecantusServer) -> None:
-        self.server = server
-
-    def command(self, *args: Any, **kwargs: Any) -> Any:
-        with self.server.client() as client:
-            return client.admin.command(*args, **kwargs)
-
-    def create_user(self, name: str, password: str, roles: list[Any], **options: Any) -> None:
-        self.command("createUser", name, pwd=password, roles=roles, **options)
-
-    def set_password(self, name: str, password: str) -> None:
-        """A password reset by hand, outside Secrets Manager."""
-        self.command("updateUser", name, pwd=password)
-
-    def user(self, name: str) -> dict[str, Any] | None:
-        users = self.command("usersInfo", name)["users"]
-        return users[0] if users else None
-
-    def logs_in(self, user: str, password: str, mechanism: str | None = None) -> bool:
-        """SecantusDB answers pymongo's speculative SCRAM-SHA-256 for a SHA-1-only user and then
-        fails it, so such a user must name SCRAM-SHA-1 (a real mongod negotiates it)."""
-        import pymongo
-
-        options = {"authMechanism": mechanism} if mechanism else {}
-        try:
-            with self.server.client(user, password, **options) as client:
-                client.admin.command("ping")
-                return True
-        except pymongo.errors.OperationFailure as exc:
-            assert exc.code == 18, "login failed for another reason"
-            return False
-
-
 @pytest.fixture
-def mongo_admin(mongo: SecantusServer) -> MongoAdmin:
-    return MongoAdmin(mongo)
-
-
-def mongo_secret(server: SecantusServer, username: str, password: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "engine": "mongo",
-        "host": server.host,
-        "port": server.port,
-        "username": username,
-        "password": password,
-        "dbname": "admin",
-        "ssl": True,
-        **extra,
-    }
+def mongo_admin(admins: Admins, mongo: SecantusServer) -> MongoAdmin:
+    return admins.typed(DOCUMENTDB, mongo, MongoAdmin)
 
 
 # -- custom rotators: the conformance kit (rotators.testing.conformance) and a local API key service ---
@@ -388,9 +361,7 @@ def api_key_service() -> Iterator[ApiKeyService]:
 # -- MariaDB: the MySQL engine's real server (password authentication, TLS) ----------------------------
 @pytest.fixture(scope="session")
 def mariadb_factory() -> Iterator[MariaDBFactory]:
-    factory = MariaDBFactory()
-    yield factory
-    factory.close()
+    yield from _closed_after(MariaDBFactory())
 
 
 @pytest.fixture(scope="session")
@@ -402,9 +373,13 @@ def mariadb(mariadb_factory: MariaDBFactory) -> MariaDBServer:
 @pytest.fixture
 def own_mariadb(mariadb_factory: MariaDBFactory) -> Iterator[MariaDBServer]:
     """A server of the test's own, for tests that stop and start it."""
-    server = mariadb_factory.start()
-    yield server
-    server.stop()
+    yield from _stopped_after(mariadb_factory.start())
+
+
+@pytest.fixture
+def plain_mariadb(mariadb_factory: MariaDBFactory) -> Iterator[MariaDBServer]:
+    """A server of the test's own without TLS (tests of `"ssl": false`)."""
+    yield from _stopped_after(mariadb_factory.start(tls=False))
 
 
 @pytest.fixture
@@ -416,71 +391,9 @@ def mysql_sm(
     return local_sm
 
 
-class MariaDBAdmin:
-    """root of one MariaDB server: makes accounts and checks which passwords log in."""
-
-    def __init__(self, server: MariaDBServer) -> None:
-        self.server = server
-
-    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import pymysql
-
-        with pymysql.connect(**self.server.admin_kwargs()) as conn, conn.cursor() as cursor:
-            cursor.execute(statement, params or None)
-            return list(cursor.fetchall())
-
-    def create_user(self, name: str, password: str, *grants: str, host: str = "127.0.0.1") -> None:
-        """`name`@`host` with `password`; each grant (e.g. "SELECT ON shop.*") is given to it."""
-        self.sql("CREATE USER %s@%s IDENTIFIED BY %s", (name, host, password))
-        for grant in grants:
-            self.sql(f"GRANT {grant} TO %s@%s", (name, host))
-
-    def set_password(self, name: str, password: str, host: str = "127.0.0.1") -> None:
-        """A password reset by hand, outside Secrets Manager."""
-        self.sql("SET PASSWORD FOR %s@%s = PASSWORD(%s)", (name, host, password))
-
-    def grants(self, name: str, host: str = "127.0.0.1") -> set[str]:
-        """SHOW GRANTS with the account written as <account>, without password hashes, and with
-        column lists sorted (the server prints them in no fixed order)."""
-        import re
-
-        account = f"`{name.replace('`', '``')}`@`{host}`"
-        found = set()
-        for (line,) in self.sql("SHOW GRANTS FOR %s@%s", (name, host)):
-            text = re.sub(
-                r" IDENTIFIED (BY PASSWORD|VIA \w+ USING) '[^']*'", "", line.replace(account, "<account>")
-            )
-            found.add(re.sub(r"\(([^()]*)\)", lambda m: f"({', '.join(sorted(m[1].split(', ')))})", text))
-        return found
-
-    def logs_in(self, user: str, password: str) -> bool:
-        import pymysql
-
-        try:
-            with pymysql.connect(
-                host=self.server.host, port=self.server.port, user=user, password=password,
-                ssl_ca=str(self.server.ca.cert_path), ssl_verify_identity=True, connect_timeout=5,
-            ):  # fmt: skip
-                return True
-        except pymysql.err.OperationalError as exc:
-            assert exc.args[0] == 1045, "login failed for another reason"
-            return False
-
-
 @pytest.fixture
-def mariadb_admin(mariadb: MariaDBServer) -> MariaDBAdmin:
-    return MariaDBAdmin(mariadb)
-
-
-def mysql_secret(server: MariaDBServer, username: str, password: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "engine": "mariadb",
-        "host": server.host,
-        "port": server.port,
-        "username": username,
-        "password": password,
-        **extra,
-    }
+def mariadb_admin(admins: Admins, mariadb: MariaDBServer) -> MariaDBAdmin:
+    return admins.typed(MYSQL, mariadb, MariaDBAdmin)
 
 
 # -- Redshift: the real engine and driver, against PostgreSQL through test-only shims ----------------------
@@ -504,15 +417,19 @@ def redshift_proxy(
     proxy.close()
 
 
-def redshift_secret(
-    proxy: StartupParameterProxy, username: str, password: str, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "engine": "redshift",
-        "host": proxy.host,
-        "port": proxy.port,
-        "username": username,
-        "password": password,
-        "dbname": "postgres",
-        **extra,
-    }
+@pytest.fixture(scope="session")
+def redshift(redshift_proxy: StartupParameterProxy, pg: PostgresServer) -> RedshiftServer:
+    """The shared PostgreSQL server behind its proxy, as the Redshift engine's server."""
+    return RedshiftServer(redshift_proxy, pg)
+
+
+@pytest.fixture
+def own_redshift(
+    own_pg: PostgresServer, pg_factory: PostgresFactory, tmp_path: Path
+) -> Iterator[RedshiftServer]:
+    """A PostgreSQL server of the test's own behind a proxy of its own."""
+    from tests.redshift_shims import StartupParameterProxy
+
+    proxy = StartupParameterProxy(own_pg.host, own_pg.port, pg_factory.ca, tmp_path / "proxy")
+    yield RedshiftServer(proxy, own_pg)
+    proxy.close()

@@ -9,8 +9,8 @@ import pytest
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).parent.parent
-# The suite's own conftest, re-exported into a scratch project, leak check included.
-CONFTEST = "from tests.conftest import *  # noqa: F403\n"
+# The suite's own conftest, loaded as a plugin into a scratch project, leak check included.
+CONFTEST = 'pytest_plugins = ["tests.conftest"]\n'
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from botocore.retries.standard import ExponentialBackoff
 
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import Watched
-from tests.faults.harness import MATRIX, DbAdmin, EngineUnderTest, Strategy, World
+from tests.engines import Database, bind
+from tests.faults.harness import MATRIX, EngineUnderTest, Strategy, World
 
 MakeWorld = Callable[..., World]
 
@@ -34,28 +35,18 @@ def make_world(
     server, or on a server of the test's own that faults may stop. Secrets are deleted when the
     test ends (or earlier by World.close); the leak check keeps watching their passwords."""
     worlds: list[World] = []
-    admins: dict[int, DbAdmin] = {}  # per server, for this test (its servers outlive it)
+    databases: dict[tuple[str, bool], Database] = {}  # the engine on its server, for this test
 
-    def make(engine: EngineUnderTest, strategy: Strategy, own: bool = False) -> World:
-        server = request.getfixturevalue(engine.own_server if own else engine.shared_server)
-        monkeypatch.setenv("ROTATORS_CA_BUNDLE", engine.ca_bundle(server))
+    def make(subject: EngineUnderTest, strategy: Strategy, own: bool = False) -> World:
+        key = (subject.name, own)
+        if key not in databases:
+            databases[key] = bind(
+                subject.engine, request, monkeypatch, leak_check.add, server="own" if own else "shared"
+            )
+        db = databases[key]
         # The servers are local: a stopped one is found out in a second rather than five.
         monkeypatch.setenv("DB_CONNECT_TIMEOUT", "1")
-        if id(server) not in admins:
-            admins[id(server)] = engine.admin(server)
-            # Closed before the server is torn down (finalizers run last in, first out): a
-            # MongoDB client closing towards a stopped server waits out its selection timeout.
-            request.addfinalizer(admins[id(server)].close)
-        admin = admins[id(server)]
-        world = World(
-            engine,
-            server,
-            local_sm,
-            strategy,
-            admin=admin,
-            watch=leak_check.add,
-            on_stopped=(lambda: engine.stop(server)) if own else None,
-        )
+        world = World(subject, db, strategy, on_stopped=db.stop if own else None)
         worlds.append(world)
         return world
 

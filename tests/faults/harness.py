@@ -2,14 +2,13 @@
 secret in the local Secrets Manager, a rotator whose boundaries pass through an Injector, and the
 invariants checked after every single call.
 
-An engine plugs into the matrix with one `EngineUnderTest` entry (see ENGINES at the end): how
-to make users and check logins on its server, which rotator class, and how to tick on its
-driver's statements.
+The engines, their servers' superusers and their secrets are tests/engines.py's, as in the scenario
+suite; an engine joins the matrix with one `EngineUnderTest` entry (see ENGINES): how to tick on
+its driver's statements, and whether it runs the whole matrix.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -17,16 +16,16 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Literal
 
 from rotators.database import DatabaseRotator
 from rotators.errors import RotationError
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS
-from rotators.testing.secretsmanager import LocalSecretsManager
-from tests.conftest import STEPS
+from tests.engines import DOCUMENTDB, MYSQL, POSTGRESQL, REDSHIFT, STEPS, Database, Engine, Login
 from tests.faults.injection import (
     Injector,
     ProcessDied,
+    TickingDbApi,
     TickingPsycopg,
     Wrap,
     instrument,
@@ -42,292 +41,35 @@ Outcome = str | RotationError  # OK, DIED, or the typed error the step raised
 
 
 # -- engines ------------------------------------------------------------------------------------------
-class DbAdmin(Protocol):
-    """What the matrix needs from a server's superuser."""
-
-    def create_user(self, name: str, password: str, *, master: bool) -> None: ...
-    def set_password(self, name: str, password: str) -> None: ...
-    def logs_in(self, name: str, password: str) -> bool: ...
-    def user_exists(self, name: str) -> bool: ...
-    def auth_state(self, name: str) -> object:
-        """What the server decides a login of `name` on (e.g. its stored verifier), or None."""
-        ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EngineUnderTest:
-    name: str
-    rotator: Callable[[], type[DatabaseRotator[Any]]]  # imported late: a driver per engine module
-    shared_server: str  # fixture: a server the test must not stop
-    own_server: str  # fixture: a server of the test's own (stopped and started by the test)
-    admin: Callable[[Any], DbAdmin]
-    secret: Callable[..., dict[str, Any]]  # (server, username, password, **extra) -> secret JSON
+    engine: Engine
     wrap: Wrap  # the driver's connection, ticking after each statement and commit
-    ca_bundle: Callable[[Any], str]
     # A slow engine runs the matrix with one resolution per fault and no state machine, unless
     # ROTATORS_FAULTS_FULL=1: the default test run stays within its time budget.
     quick: bool = False
-    stop: Callable[[Any], None] = lambda server: server.stop()  # really stop it: connections are cut
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
 
     @property
     def full(self) -> bool:
         return not self.quick or os.environ.get("ROTATORS_FAULTS_FULL", "") not in ("", "0")
 
 
-class _PostgresAdmin:
-    """The superuser over one kept connection (a TLS and SCRAM login costs about 25 ms here),
-    connecting again after the server was restarted."""
-
-    def __init__(self, server: Any) -> None:
-        from tests.conftest import Admin
-
-        self.server = server
-        self._logins = Admin(server)
-        self._conn: Any = None
-
-    def _sql(self, query: Any, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        for attempt in (1, 2):
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(**self.server.admin_dsn(), autocommit=True)
-            try:  # params=() would make a "%" inside a literal a placeholder
-                cursor = self._conn.execute(query, params or None)
-                return cursor.fetchall() if cursor.description else []
-            except psycopg.OperationalError:
-                self.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def create_user(self, name: str, password: str, *, master: bool) -> None:
-        """A master like RDS's: CREATEROLE, not a superuser."""
-        from psycopg import sql
-
-        extra = " CREATEROLE" if master else ""
-        self._sql(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}" + extra).format(
-                sql.Identifier(name), sql.Literal(password)
-            )
-        )
-
-    def set_password(self, name: str, password: str) -> None:
-        """A password reset by hand, outside Secrets Manager."""
-        from psycopg import sql
-
-        self._sql(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
-
-    def logs_in(self, name: str, password: str) -> bool:
-        return self._logins.logs_in(name, password)
-
-    def user_exists(self, name: str) -> bool:
-        return bool(self._sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)))
-
-    def auth_state(self, name: str) -> object:
-        rows = self._sql(
-            "SELECT rolpassword, rolcanlogin, rolvaliduntil FROM pg_authid WHERE rolname = %s", (name,)
-        )
-        return rows[0] if rows else ("no such role",)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def _postgresql() -> type[DatabaseRotator[Any]]:
-    from rotators.engines.postgresql import PostgreSQLRotator
-
-    return PostgreSQLRotator
-
-
-def _pg_secret(server: Any, username: str, password: str, **extra: Any) -> dict[str, Any]:
-    from tests.conftest import pg_secret
-
-    return pg_secret(server, username, password, **extra)
-
-
-POSTGRESQL = EngineUnderTest(
-    name="postgresql",
-    rotator=_postgresql,
-    shared_server="pg",
-    own_server="own_pg",
-    admin=_PostgresAdmin,
-    secret=_pg_secret,
-    wrap=TickingPsycopg,
-    ca_bundle=lambda server: str(server.ca.cert_path),
-)
-
-
-class _MariaDBAdmin:
-    """root over one kept connection, connecting again after the server was restarted."""
-
-    HOST = "127.0.0.1"  # the account a local TCP login matches (the server skips name resolution)
-
-    def __init__(self, server: Any) -> None:
-        from tests.conftest import MariaDBAdmin
-
-        self.server = server
-        self._logins = MariaDBAdmin(server)
-        self._conn: Any = None
-
-    def _sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import pymysql
-
-        for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = pymysql.connect(**self.server.admin_kwargs())
-            try:
-                with self._conn.cursor() as cursor:
-                    cursor.execute(query, params or None)
-                    return list(cursor.fetchall())
-            except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
-                if exc.args and exc.args[0] not in (0, 2006, 2013):  # not a lost connection
-                    raise
-                self.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def create_user(self, name: str, password: str, *, master: bool) -> None:
-        """A master like RDS's: every privilege with GRANT OPTION, not root."""
-        self._sql("CREATE USER %s@%s IDENTIFIED BY %s", (name, self.HOST, password))
-        if master:
-            self._sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (name, self.HOST))
-
-    def set_password(self, name: str, password: str) -> None:
-        self._sql("SET PASSWORD FOR %s@%s = PASSWORD(%s)", (name, self.HOST, password))
-
-    def logs_in(self, name: str, password: str) -> bool:
-        return self._logins.logs_in(name, password)
-
-    def user_exists(self, name: str) -> bool:
-        return bool(self._sql("SELECT 1 FROM mysql.user WHERE User = %s", (name,)))
-
-    def auth_state(self, name: str) -> object:
-        rows = self._sql("SELECT Host, Priv FROM mysql.global_priv WHERE User = %s ORDER BY Host", (name,))
-        return tuple(rows)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-
-
-def _mysql() -> type[DatabaseRotator[Any]]:
-    from rotators.engines.mysql import MySQLRotator
-
-    return MySQLRotator
-
-
-def _mysql_secret(server: Any, username: str, password: str, **extra: Any) -> dict[str, Any]:
-    from tests.conftest import mysql_secret
-
-    return mysql_secret(server, username, password, **extra)
-
-
-MARIADB = EngineUnderTest(
-    name="mariadb",
-    rotator=_mysql,
-    shared_server="mariadb",
-    own_server="own_mariadb",
-    admin=_MariaDBAdmin,
-    secret=_mysql_secret,
-    wrap=ticking_mysql_session,
-    ca_bundle=lambda server: str(server.ca.cert_path),
-)
-
-
-class _MongoAdmin:
-    """root of a SecantusDB server (the MongoDB wire protocol) over one kept client."""
-
-    # A role of the fault suite's own: the server is shared, and other tests make theirs.
-    SELF_SERVICE: ClassVar[dict[str, str]] = {"role": "faultsChangeOwnPassword", "db": "admin"}
-
-    def __init__(self, server: Any) -> None:
-        from tests.conftest import MongoAdmin
-
-        self.server = server
-        self._logins = MongoAdmin(server)
-        self._client: Any = None
-
-    def _command(self, *args: Any, **kwargs: Any) -> Any:
-        if self._client is None:  # it finds a restarted server again within half a second
-            self._client = self.server.client(heartbeatFrequencyMS=500)
-        return self._client.admin.command(*args, **kwargs)
-
-    def create_user(self, name: str, password: str, *, master: bool) -> None:
-        """A master like DocumentDB's administers users; a user may change its own password."""
-        if master:
-            roles = [{"role": "userAdminAnyDatabase", "db": "admin"}]
-        else:
-            self._self_service_role()
-            roles = [{"role": "readWrite", "db": "orders"}, self.SELF_SERVICE]
-        self._command("createUser", name, pwd=password, roles=roles)
-
-    def _self_service_role(self) -> None:
-        if self._command("rolesInfo", self.SELF_SERVICE["role"])["roles"]:
-            return
-        self._command(
-            "createRole",
-            self.SELF_SERVICE["role"],
-            privileges=[
-                {"resource": {"db": "admin", "collection": ""}, "actions": ["changeOwnPassword", "viewUser"]}
-            ],
-            roles=[],
-        )
-
-    def set_password(self, name: str, password: str) -> None:
-        self._command("updateUser", name, pwd=password)
-
-    def logs_in(self, name: str, password: str) -> bool:
-        return self._logins.logs_in(name, password)
-
-    def user_exists(self, name: str) -> bool:
-        return bool(self._command("usersInfo", name)["users"])
-
-    def auth_state(self, name: str) -> object:
-        users = self._command({"usersInfo": name, "showCredentials": True})["users"]
-        return json.dumps([u.get("credentials") for u in users], sort_keys=True, default=str)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-
-def _documentdb() -> type[DatabaseRotator[Any]]:
-    from rotators.engines.documentdb import DocumentDBRotator
-
-    return DocumentDBRotator
-
-
-def _mongo_secret(server: Any, username: str, password: str, **extra: Any) -> dict[str, Any]:
-    from tests.conftest import mongo_secret
-
-    return mongo_secret(server, username, password, **extra)
-
-
-DOCUMENTDB = EngineUnderTest(
-    name="documentdb",
-    rotator=_documentdb,
-    shared_server="mongo",
-    own_server="own_mongo",
-    admin=_MongoAdmin,
-    secret=_mongo_secret,
-    wrap=ticking_mongo_session,
-    ca_bundle=lambda server: str(server.ca.cert_path),
-    quick=True,  # SecantusDB is a Python server: a rotation costs about three times PostgreSQL's
-    stop=lambda server: server.stop(crash=True),  # its clean shutdown takes seconds
-)
-
-# The engines with a live server here. Another one plugs in with an entry like these: an admin
-# of its server, its secret, and a wrapper of its driver's connection that ticks after every
-# statement and commit (tests/faults/injection.py).
-ENGINES: list[EngineUnderTest] = [POSTGRESQL, MARIADB, DOCUMENTDB]
+# The engines with a live server here (Redshift: PostgreSQL behind its test proxy). Another one
+# plugs in with an entry like these: its Engine, and a wrapper of its driver's connection that
+# ticks after every statement and commit (tests/faults/injection.py).
+ENGINES: list[EngineUnderTest] = [
+    EngineUnderTest(POSTGRESQL, TickingPsycopg),
+    EngineUnderTest(MYSQL, ticking_mysql_session),
+    # Quick, to stay within the time budget: the database-side faults reach its own code; the
+    # Secrets Manager side is the base class's, proven on the engines above.
+    EngineUnderTest(REDSHIFT, TickingDbApi, quick=True),
+    # SecantusDB is a Python server: a rotation costs about three times PostgreSQL's.
+    EngineUnderTest(DOCUMENTDB, ticking_mongo_session, quick=True),
+]
 
 
 # -- the matrix, as it ran ---------------------------------------------------------------------------
@@ -346,7 +88,7 @@ class Matrix:
     def record(
         self, world: World, scenario: str, step: str, resolution: str, outcome: Outcome | None = None
     ) -> None:
-        self.cells[(world.engine.name, world.strategy, scenario, step)] += 1
+        self.cells[(world.subject.name, world.strategy, scenario, step)] += 1
         self.resolutions[resolution] += 1
         if outcome is not None:
             self.outcomes[(scenario, outcome if isinstance(outcome, str) else type(outcome).__name__)] += 1
@@ -391,48 +133,36 @@ MATRIX = Matrix()
 
 
 # -- the world of one scenario -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Login:
-    username: str
-    password: str = field(repr=False)
-
-
 class World:
     """A user on a real server, its secret, and the containers that rotate it."""
 
     def __init__(
         self,
-        engine: EngineUnderTest,
-        server: Any,
-        sm: LocalSecretsManager,
+        subject: EngineUnderTest,
+        db: Database,
         strategy: Strategy,
         *,
-        admin: DbAdmin,
-        watch: Callable[[str], None],
         on_stopped: Callable[[], None] | None = None,
     ) -> None:
-        self.engine, self.server, self.sm, self.strategy = engine, server, sm, strategy
-        self.watch = watch
+        self.subject, self.db, self.strategy = subject, db, strategy
+        self.engine, self.server, self.sm, self.admin = subject.engine, db.server, db.sm, db.admin
         self.hand_set: set[str] = set()
         self.changed_by_hand = False  # a test reset a password outside Secrets Manager
         self.cold = False  # every invocation in a fresh container (no values cached)
-        self.admin = admin
         self.name = f"f_{uuid.uuid4().hex[:12]}"
         self.injector = Injector()
         self.injector.stop_server = on_stopped
         self.master_arn: str | None = None
-        self.master_good: dict[str, Any] = {}  # the master's value before a test broke it
-        extra: dict[str, Any] = {}
+        self.master_good: dict[str, object] = {}  # the master's value before a test broke it
+        extra: dict[str, object] = {}
         if strategy == "alternating":
             master = Login(f"m_{self.name}", self.new_password())
-            self.admin.create_user(master.username, master.password, master=True)
-            self.master_arn = sm.create_secret(master.username, self.secret_value(master))
+            self.admin.add_user(master.username, master.password, *self.engine.master_grants)
+            self.master_arn = self.sm.create_secret(master.username, db.secret(master))
             extra["masterarn"] = self.master_arn
         self.original = Login(self.name, self.new_password())
-        self.admin.create_user(self.original.username, self.original.password, master=False)
-        self.arn = sm.create_secret(
-            self.name, engine.secret(server, self.name, self.original.password, **extra)
-        )
+        self.admin.add_user(self.original.username, self.original.password, *self.engine.user_grants)
+        self.arn = self.sm.create_secret(self.name, db.secret(self.original, **extra))
         self.token: str | None = None  # the version being rotated
         self.tokens: list[str] = []
         self.last_outcome: Outcome = OK
@@ -443,8 +173,7 @@ class World:
 
     def new_password(self) -> str:
         """A password set by hand; the leak check watches it (generated ones it watches anyway)."""
-        password = "Init-" + uuid.uuid4().hex
-        self.watch(password)
+        password = self.db.new_password()
         self.hand_set.add(password)
         return password
 
@@ -455,14 +184,10 @@ class World:
             if arn:
                 self.sm.client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
 
-    def secret_value(self, login: Login, **extra: Any) -> dict[str, Any]:
-        return self.engine.secret(self.server, login.username, login.password, **extra)
-
     def container(self, injector: Injector | None = None) -> DatabaseRotator[Any]:
         """A fresh Lambda container: a new rotator, with its own client and caches."""
-        return instrument(
-            self.engine.rotator(), self.sm.endpoint_url, injector or self.injector, self.engine.wrap
-        )
+        injector = injector or self.injector
+        return instrument(self.engine.rotator, self.sm.endpoint_url, injector, self.subject.wrap)
 
     # -- Secrets Manager's side ------------------------------------------------------------------------
     def in_progress(self) -> str | None:
@@ -574,7 +299,7 @@ class World:
         untyped = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, RotationError)]
         assert not untyped, f"concurrent {step} raised an untyped error: {untyped[0]!r}"
         self.check()
-        return [o for o in outcomes if not isinstance(o, BaseException) or isinstance(o, RotationError)]  # type: ignore[misc]
+        return [o for o in outcomes if not isinstance(o, BaseException) or isinstance(o, RotationError)]
 
     def restart_if_stopped(self) -> None:
         if getattr(self.server, "process", True) is None:

@@ -19,10 +19,11 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 
 from rotators.database import DatabaseRotator
 from rotators.secrets import SecretStore
@@ -125,13 +126,15 @@ class Injector:
             self._call_failures += 1
             self.fired += 1
         body = json.dumps({"__type": fault.code, "message": f"injected {fault.code} on {name}"}).encode()
-        headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "injected-fault"}
+        headers = HTTPHeaders()
+        headers["Content-Type"] = "application/x-amz-json-1.1"
+        headers["x-amzn-RequestId"] = "injected-fault"
         return AWSResponse(request.url, fault.status, headers, _Body(body))
 
     def _needs_retry(self, attempts: int, response: Any = None, **_: Any) -> float | None:
         """After the service answered the first attempt: pretend the answer was lost."""
         with self._lock:
-            _, count = self._call
+            _name, count = self._call
             fault = self._armed("sm", count, "repeat") if count else None
             if fault is None or attempts != 1 or response is None:
                 return None
@@ -214,93 +217,72 @@ def instrument(
 
 
 # -- connection wrappers, one per driver --------------------------------------------------------------
-class TickingPsycopg:
-    """A psycopg connection that ticks after every statement and every committed transaction."""
+class _Ticking:
+    """A driver's object, ticking after the calls a subclass names; everything else passes through."""
 
-    def __init__(self, conn: Any, tick: Callable[[str], None]) -> None:
-        self._conn = conn
+    def __init__(self, wrapped: Any, tick: Callable[[str], None]) -> None:
+        self._wrapped = wrapped
         self._tick = tick
 
+    def _ticked(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(self._wrapped, method)(*args, **kwargs)
+        self._tick(what)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+class TickingPsycopg(_Ticking):
+    """A psycopg connection that ticks after every statement and every committed transaction."""
+
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        cursor = self._conn.execute(*args, **kwargs)
-        self._tick("statement")
-        return cursor
+        return self._ticked("statement", "execute", *args, **kwargs)
 
     def transaction(self) -> AbstractContextManager[Any]:
         @contextmanager
         def committed() -> Iterator[Any]:
-            with self._conn.transaction() as tx:
+            with self._wrapped.transaction() as tx:
                 yield tx
             self._tick("commit")
 
         return committed()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
 
-
-class _TickingCursor:
+class _TickingCursor(_Ticking):
     """A DB-API cursor that ticks after every statement."""
 
-    def __init__(self, cursor: Any, tick: Callable[[str], None]) -> None:
-        self._cursor = cursor
-        self._tick = tick
-
     def __enter__(self) -> _TickingCursor:
-        self._cursor.__enter__()
+        self._wrapped.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> Any:
-        return self._cursor.__exit__(*exc)
+        return self._wrapped.__exit__(*exc)
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        result = self._cursor.execute(*args, **kwargs)
-        self._tick("statement")
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
+        return self._ticked("statement", "execute", *args, **kwargs)
 
 
-class _TickingPyMySQL:
-    """A PyMySQL connection whose cursors tick after every statement (it runs in autocommit)."""
-
-    def __init__(self, conn: Any, tick: Callable[[str], None]) -> None:
-        self._conn = conn
-        self._tick = tick
+class TickingDbApi(_Ticking):
+    """A DB-API connection (PyMySQL's, redshift-connector's) whose cursors tick after every
+    statement (both run in autocommit)."""
 
     def cursor(self, *args: Any, **kwargs: Any) -> _TickingCursor:
-        return _TickingCursor(self._conn.cursor(*args, **kwargs), self._tick)
+        return _TickingCursor(self._wrapped.cursor(*args, **kwargs), self._tick)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+
+class _TickingDatabase(_Ticking):
+    """A pymongo Database that ticks after every command."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ticked("command", "command", *args, **kwargs)
 
 
 def ticking_mysql_session(session: Any, tick: Callable[[str], None]) -> Any:
     """The MySQL engine's Session (connection, server, account), its connection ticking."""
-    import dataclasses
-
-    return dataclasses.replace(session, conn=_TickingPyMySQL(session.conn, tick))
-
-
-class _TickingDatabase:
-    """A pymongo Database that ticks after every command."""
-
-    def __init__(self, db: Any, tick: Callable[[str], None]) -> None:
-        self._db = db
-        self._tick = tick
-
-    def command(self, *args: Any, **kwargs: Any) -> Any:
-        reply = self._db.command(*args, **kwargs)
-        self._tick("command")
-        return reply
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
+    return replace(session, conn=TickingDbApi(session.conn, tick))
 
 
 def ticking_mongo_session(session: Any, tick: Callable[[str], None]) -> Any:
     """The DocumentDB engine's Session (database, dialect), its database ticking."""
-    import dataclasses
-
-    return dataclasses.replace(session, db=_TickingDatabase(session.db, tick))
+    return replace(session, db=_TickingDatabase(session.db, tick))

@@ -22,7 +22,7 @@ from rotators.errors import (
     TargetMismatchError,
 )
 from rotators.secrets import AWSCURRENT
-from tests.conftest import STEPS
+from tests.engines import STEPS, Login
 from tests.faults.conftest import MakeWorld
 from tests.faults.harness import (
     DIED,
@@ -32,7 +32,6 @@ from tests.faults.harness import (
     RESOLUTIONS,
     STRATEGIES,
     EngineUnderTest,
-    Login,
     Outcome,
     Strategy,
     World,
@@ -198,10 +197,10 @@ def test_fault_at_every_point(
 
 def _cases(*dimensions: tuple[str, tuple[object, ...]]) -> list[object]:
     """engine x strategy x the given dimensions, with readable ids."""
-    rows = itertools.product(ENGINES, STRATEGIES, *(values for _, values in dimensions))
     return [
-        pytest.param(*row, id="-".join([row[0].name, str(row[1]), *(str(v) for v in row[2:])]))
-        for row in rows
+        pytest.param(engine, strategy, *rest, id="-".join([engine.name, strategy, *(str(v) for v in rest)]))
+        for engine, strategy in itertools.product(ENGINES, STRATEGIES)
+        for rest in itertools.product(*(values for _, values in dimensions))
     ]
 
 

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 )
 
 from rotators.errors import RotationError, VersionStageError
-from tests.conftest import STEPS
+from tests.engines import STEPS
 from tests.faults.conftest import MakeWorld
 from tests.faults.harness import ENGINES, MATRIX, OK, STRATEGIES, EngineUnderTest, Outcome, World
 from tests.faults.injection import Fault
