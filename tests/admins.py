@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 Statement = str | sql.SQL | sql.Composed  # what psycopg executes
 A = TypeVar("A")
+Q = TypeVar("Q")  # a statement, as the driver takes it
 
 
 class ServerAdmin(Protocol):
@@ -50,40 +52,64 @@ class ServerAdmin(Protocol):
     def close(self) -> None: ...
 
 
-class Admin:
-    """The superuser of a PostgreSQL server (Redshift's here too): makes roles and checks which
-    passwords log in. With `keep`, one connection serves every statement (a TLS and SCRAM login
-    costs about 25 ms) until close(), made again after the server restarted; without it (where
-    nobody would close it) each statement has a connection of its own."""
+class _Kept(ABC, Generic[Q]):
+    """SQL as the superuser. With `keep`, one connection serves every statement (a TLS and SCRAM
+    login costs about 25 ms) until close(), made again after the server restarted; without it
+    (where nobody would close it) each statement has a connection of its own."""
 
-    def __init__(self, server: PostgresServer, *, keep: bool = False) -> None:
-        self.server = server
+    def __init__(self, *, keep: bool) -> None:
         self.keep = keep
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._conn: Any = None
 
-    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(make_conninfo("", **self.server.admin_dsn()), autocommit=True)
+    @abstractmethod
+    def _connect(self) -> Any: ...
 
-    @staticmethod
-    def _fetch(
-        conn: psycopg.Connection[tuple[Any, ...]], statement: Statement, params: tuple[Any, ...]
-    ) -> list[tuple[Any, ...]]:
-        cursor = conn.execute(statement, params or None)  # () would make "%" a placeholder
-        return cursor.fetchall() if cursor.description else []
+    @abstractmethod
+    def _fetch(self, conn: Any, statement: Q, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 
-    def sql(self, statement: Statement, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    @abstractmethod
+    def _lost(self, exc: Exception) -> bool:
+        """Was `exc` the kept connection going away (the server restarted)?"""
+
+    def sql(self, statement: Q, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if not self.keep:
             with self._connect() as conn:
                 return self._fetch(conn, statement, params)
         if self._conn is not None:
             try:
                 return self._fetch(self._conn, statement, params)
-            except psycopg.OperationalError:
-                if not self._conn.broken:
+            except Exception as exc:
+                if not self._lost(exc):
                     raise
-        self.close()  # the server restarted since: a new connection
+        self.close()
         self._conn = self._connect()
         return self._fetch(self._conn, statement, params)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # the server may be gone by now
+                self._conn.close()
+            self._conn = None
+
+
+class Admin(_Kept[Statement]):
+    """The superuser of a PostgreSQL server (Redshift's here too): makes roles and checks which
+    passwords log in."""
+
+    def __init__(self, server: PostgresServer, *, keep: bool = False) -> None:
+        super().__init__(keep=keep)
+        self.server = server
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(make_conninfo("", **self.server.admin_dsn()), autocommit=True)
+
+    def _fetch(self, conn: Any, statement: Statement, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cursor = conn.execute(statement, params or None)  # () would make "%" a placeholder
+        rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description else []
+        return rows
+
+    def _lost(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.OperationalError) and bool(self._conn and self._conn.broken)
 
     def create_role(self, name: str, password: str, *extra: str) -> None:
         """A login role; `extra` are role options such as CREATEROLE."""
@@ -139,51 +165,33 @@ class Admin:
         )
         return rows[0] if rows else ("no such role",)
 
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
 
-
-class MariaDBAdmin:
+class MariaDBAdmin(_Kept[str]):
     """root of a MariaDB server: makes accounts at the host part a local login matches and checks
-    which passwords log in. `keep` as for `Admin`."""
+    which passwords log in."""
 
     HOST = "127.0.0.1"  # the account a local TCP login matches (the server skips name resolution)
     _LOST = (0, 2006, 2013)  # error codes of a connection that is gone
 
     def __init__(self, server: MariaDBServer, *, keep: bool = False) -> None:
+        super().__init__(keep=keep)
         self.server = server
-        self.keep = keep
-        self._conn: Any = None
 
     def _connect(self) -> Any:
         import pymysql
 
         return pymysql.connect(**self.server.admin_kwargs())
 
-    @staticmethod
-    def _fetch(conn: Any, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _fetch(self, conn: Any, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with conn.cursor() as cursor:
             cursor.execute(statement, params or None)
             return list(cursor.fetchall())
 
-    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _lost(self, exc: Exception) -> bool:
         import pymysql
 
-        if not self.keep:
-            with self._connect() as conn:
-                return self._fetch(conn, statement, params)
-        if self._conn is not None:
-            try:
-                return self._fetch(self._conn, statement, params)
-            except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
-                if exc.args and exc.args[0] not in self._LOST:
-                    raise
-        self.close()  # the server restarted since: a new connection
-        self._conn = self._connect()
-        return self._fetch(self._conn, statement, params)
+        lost = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+        return isinstance(exc, lost) and (not exc.args or exc.args[0] in self._LOST)
 
     def create_user(self, name: str, password: str, *grants: str, host: str = HOST) -> None:
         """`name`@`host` with `password`; each grant (e.g. "SELECT ON shop.*", "ALL PRIVILEGES ON
@@ -235,17 +243,6 @@ class MariaDBAdmin:
         return tuple(
             self.sql("SELECT Host, Priv FROM mysql.global_priv WHERE User = %s ORDER BY Host", (name,))
         )
-
-    def close(self) -> None:
-        if self._conn is not None:
-            _quietly_close(self._conn)
-            self._conn = None
-
-
-def _quietly_close(conn: Any) -> None:
-    """A connection to a server that may be gone by now."""
-    with contextlib.suppress(Exception):
-        conn.close()
 
 
 # MongoDB lets a user change its own password only with the changeOwnPassword action, which no
