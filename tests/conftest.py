@@ -23,6 +23,7 @@ import pytest
 from rotators.log import logger
 from rotators.secrets import SecretStore
 from rotators.testing.apikeys import ApiKeyService
+from rotators.testing.conformance import JsonLines
 from rotators.testing.mariadb import MariaDBFactory, MariaDBServer
 from rotators.testing.postgres import PostgresFactory, PostgresServer
 from rotators.testing.secantus import SecantusFactory, SecantusServer
@@ -99,7 +100,7 @@ def leak_check(
     our JSON log lines as Lambda would print them, any other log record, stdout and stderr."""
     watched = Watched(capfd)
     _generated.values.clear()
-    lines = _JsonLines(watched.log_lines)
+    lines = JsonLines(watched.log_lines)
     package_logger = logging.getLogger(logger.name)
     package_logger.addHandler(lines)
     try:
@@ -115,18 +116,6 @@ def leak_check(
     seen = "\n".join([*watched.output, *watched.log_lines, *other_records])
     leaked = sorted(v for v in watched.values if v in seen)
     assert not leaked, f"{len(leaked)} secret value(s) appeared in logs or output"
-
-
-class _JsonLines(logging.Handler):
-    """Formats records with the Powertools formatter, exactly as the Lambda log would show them."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.setFormatter(logger.registered_formatter)
-        self.lines = lines
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 _checked_arns: set[str] = set()

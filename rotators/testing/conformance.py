@@ -109,7 +109,7 @@ class RotatorConformance:
         run.assert_nothing_leaked([output, *(f"{r.getMessage()} {r.__dict__}" for r in records)])
 
 
-class _Lines(logging.Handler):
+class JsonLines(logging.Handler):
     """The package's records as Lambda would print them (the Powertools JSON formatter)."""
 
     def __init__(self, lines: list[str]) -> None:
@@ -146,7 +146,7 @@ class _Run(Generic[S]):
     @contextmanager
     def instrumented(self) -> Iterator[None]:
         package_logger = logging.getLogger(logger.name)
-        handler = _Lines(self.lines)
+        handler = JsonLines(self.lines)
         level = logger.log_level
         package_logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)

@@ -82,8 +82,7 @@ def test_mariadb_single_user_rotations_log_only_hashes(
         assert f"SET PASSWORD = '{native_hash(password)}'" in log, "its hash was sent, and logged"
     assert logged.logs_in(role_name, rotated[-1])
     assert not logged.logs_in(role_name, rotated[0])
-    plugin = logged.sql("SELECT plugin FROM mysql.user WHERE User = %s", (role_name,))
-    assert plugin == [("mysql_native_password",)], "the account keeps its plugin"
+    assert plugin_of(logged, role_name) == "mysql_native_password", "the account keeps its plugin"
 
 
 def test_mariadb_alternating_rotations_log_only_hashes(
