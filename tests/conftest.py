@@ -23,7 +23,6 @@ import pytest
 from rotators.log import logger
 from rotators.secrets import SecretStore
 from rotators.testing.apikeys import ApiKeyService
-from rotators.testing.conformance import JsonLines
 from rotators.testing.mariadb import MariaDBFactory, MariaDBServer
 from rotators.testing.postgres import PostgresFactory, PostgresServer
 from rotators.testing.secantus import SecantusFactory, SecantusServer
@@ -100,6 +99,10 @@ def leak_check(
     our JSON log lines as Lambda would print them, any other log record, stdout and stderr."""
     watched = Watched(capfd)
     _generated.values.clear()
+    from rotators.testing.conformance import (
+        JsonLines,
+    )  # here: the plugin must load it first (assert rewriting)
+
     lines = JsonLines(watched.log_lines)
     package_logger = logging.getLogger(logger.name)
     package_logger.addHandler(lines)
