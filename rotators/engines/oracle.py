@@ -53,7 +53,8 @@ _HINTS = {
 }
 _TRIES = 10
 _SESSION_PRIVS = "SELECT privilege FROM session_privs WHERE privilege IN ('ALTER USER', 'CREATE USER')"
-_CERTIFICATE = re.compile(r"certificate|DN|host ?name")  # a TLS failure, not a plain-TCP port
+# A TLS failure, not a plain-TCP port. Not a bare "DN": the driver's random CONNECTION_ID can hold it.
+_CERTIFICATE = re.compile(r"certificate|distinguished name|host ?name", re.IGNORECASE)
 _DICTIONARY_HINT = "the master user needs SELECT on the DBA_ views and V$PWFILE_USERS (SELECT_CATALOG_ROLE)"
 
 

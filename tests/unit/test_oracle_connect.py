@@ -111,6 +111,18 @@ def test_an_unreachable_listener_is_unavailable_with_the_tcps_hint(monkeypatch: 
     assert PASSWORD not in message and "Help:" not in message
 
 
+def test_the_tcps_hint_survives_a_connection_id_that_spells_dn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's random CONNECTION_ID once held "DN", which read as a certificate problem."""
+    text = "DPY-6005: cannot connect to database (CONNECTION_ID=QXY1UagHHsV0RraDNBhgpA==). EOF occurred"
+    OracleDouble(connect_error=ora_error(12547, text)).install(monkeypatch)
+    with (
+        pytest.raises(DatabaseUnavailableError) as caught,
+        OracleRotator().connect(secret(), "app", PASSWORD),
+    ):
+        pass
+    assert '"ssl": false' in str(caught.value)
+
+
 def test_an_illegal_login_name_is_refused_before_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
     double = OracleDouble().install(monkeypatch)
     with pytest.raises(SecretFormatError), OracleRotator().connect(secret(), "app-user", PASSWORD):
