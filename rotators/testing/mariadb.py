@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rotators.testing.servers import ServerFactory, ServerProcess, chown, free_port, run_as
-from rotators.testing.tls import CertificateAuthority
 
 # Small InnoDB files keep the template (and each copy of it) at about 25 MB.
 _COMMON_OPTIONS = ("--innodb-log-file-size=8M", "--innodb-buffer-pool-size=16M", "--skip-name-resolve")
@@ -44,14 +43,9 @@ class MariaDBServer(ServerProcess):
     name: ClassVar[str] = "MariaDB"
 
     home: Path
-    port: int
-    password: str = field(repr=False)
-    ca: CertificateAuthority
     mariadbd: Path
     user: str | None
     tls: bool = True
-    host: str = "127.0.0.1"
-    process: subprocess.Popen[bytes] | None = None
 
     @property
     def datadir(self) -> Path:

@@ -11,12 +11,11 @@ import glob
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from rotators.testing.servers import ServerFactory, ServerProcess, chown, free_port, run_as
-from rotators.testing.tls import CertificateAuthority
 
 
 def find_bindir() -> Path:
@@ -41,13 +40,8 @@ class PostgresServer(ServerProcess):
     stop_signal: ClassVar[signal.Signals] = signal.SIGINT  # "fast": connections are cut
 
     datadir: Path
-    port: int
-    password: str = field(repr=False)
-    ca: CertificateAuthority
     bindir: Path
     user: str | None
-    host: str = "127.0.0.1"
-    process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         command = [

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rotators.testing.servers import ServerFactory, ServerProcess, free_port
-from rotators.testing.tls import CertificateAuthority
 
 ROOT_USER = "root"
 
@@ -36,12 +34,7 @@ class SecantusServer(ServerProcess):
     name: ClassVar[str] = "SecantusDB"
 
     home: Path
-    port: int
-    password: str = field(repr=False)
-    ca: CertificateAuthority
-    host: str = "127.0.0.1"
     tls: bool = True
-    process: subprocess.Popen[bytes] | None = None
 
     @property
     def datadir(self) -> Path:

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Generic, Protocol, TypeVar
 
@@ -52,13 +53,21 @@ def chown(path: Path, user: str | None) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+@dataclass
 class ServerProcess:
     """A server's process: started, waited for until it says it is ready, and stopped the way a
-    database really goes away (its connections cut)."""
+    database really goes away (its connections cut). Every server answers on `host`/`port` to its
+    superuser with `password`, over TLS signed by `ca`."""
 
     name: ClassVar[str]
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
-    process: subprocess.Popen[bytes] | None
+
+    port: int
+    password: str = field(repr=False)
+    ca: CertificateAuthority
+    _: KW_ONLY
+    host: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = None
 
     def _spawn(
         self, command: Sequence[str], *, log: Path, user: str | None = None, cwd: Path | None = None
