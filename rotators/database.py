@@ -10,7 +10,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from rotators.errors import (
     ConfigurationError,
@@ -28,6 +28,9 @@ from rotators.errors import (
 )
 from rotators.log import logger, tracer
 from rotators.rotation import MAX_DEPTH, RotationContext, Rotator, deeper_than
+
+if TYPE_CHECKING:
+    from rotators.engines import Engine
 from rotators.secrets import AWSCURRENT, PasswordPolicy
 from rotators.settings import TLS_MODES, ConnectTimeout, env_bool, exclude_characters, password_length
 from rotators.settings import ca_bundle as ca_bundle_setting
@@ -308,6 +311,7 @@ def _named_for(cls: type, function: Callable[..., Any]) -> Callable[..., Any]:
 class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
     """Single user, or alternating users when the secret names a master secret (`masterarn`)."""
 
+    engine: ClassVar[Engine]  # its registry entry: kind, label, secret engines and defaults come from it
     engines: ClassVar[frozenset[str]]
     default_port: ClassVar[int]
     default_dbname: ClassVar[str]
@@ -322,6 +326,10 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         """Trace every engine call under the engine's name (the base's test query too), never
         capturing its result or error (either may hold a secret)."""
         super().__init_subclass__(**kwargs)
+        if "engine" in cls.__dict__:
+            entry = cls.engine
+            cls.kind, cls.label, cls.engines = entry.name, entry.label, entry.secret_engines
+            cls.default_port, cls.default_dbname = entry.default_port, entry.default_dbname
         traced = {name: cls.__dict__[name] for name in _TRACED if name in cls.__dict__}
         if "probe" not in traced and cls.probe is DatabaseRotator.probe:
             traced["probe"] = _named_for(cls, DatabaseRotator.probe)

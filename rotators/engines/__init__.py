@@ -20,6 +20,9 @@ class Engine:
     secret_engines: frozenset[str]  # the `engine` values of the secrets its handler serves
     drivers: tuple[str, ...]  # the driver's top-level import names, the first one imported
     logical_id: str  # its function in template.yaml, and sam/Makefile's build-<logical_id>
+    label: str  # its name in messages: "PostgreSQL refused the login of ..."
+    default_port: int  # when the secret has no `port`
+    default_dbname: str  # when the secret has no `dbname` ("" logs in without choosing one)
 
     @property
     def module(self) -> str:
@@ -37,20 +40,21 @@ class Engine:
 ENGINES: tuple[Engine, ...] = (
     Engine(
         "postgresql", "PostgreSQL", frozenset({"postgres", "postgresql", "aurora-postgresql"}),
-        ("psycopg", "psycopg_binary"), "PostgreSQLRotator",
+        ("psycopg", "psycopg_binary"), "PostgreSQLRotator", "PostgreSQL", 5432, "postgres",
     ),
     Engine(
         "mysql", "MySQL and MariaDB", frozenset({"mysql", "aurora-mysql", "mariadb"}),
-        ("pymysql",), "MySQLRotator",
+        ("pymysql",), "MySQLRotator", "MySQL", 3306, "",
     ),
     Engine(
         "redshift", "Redshift", frozenset({"redshift", "redshift-serverless"}),
-        ("redshift_connector",), "RedshiftRotator",
+        ("redshift_connector",), "RedshiftRotator", "Redshift", 5439, "dev",
     ),
-    Engine("oracle", "Oracle", frozenset({"oracle"}), ("oracledb",), "OracleRotator"),
+    Engine("oracle", "Oracle", frozenset({"oracle"}), ("oracledb",), "OracleRotator", "Oracle", 1521, "ORCL"),
     Engine(
         "documentdb", "DocumentDB and MongoDB", frozenset({"mongo", "mongodb", "documentdb"}),
-        ("pymongo",), "DocumentDBRotator",
+        # in messages, the dialect of the secret or session where one is known (DocumentDB or MongoDB)
+        ("pymongo",), "DocumentDBRotator", "MongoDB", 27017, "admin",
     ),
 )  # fmt: skip
 BY_NAME = {engine.name: engine for engine in ENGINES}

@@ -102,12 +102,8 @@ class UserRecord:
 
 
 class DocumentDBRotator(DatabaseRotator[Session]):
-    kind = "documentdb"
-    label = MONGODB.name  # in messages, the dialect of the secret or session instead
+    engine = BY_NAME["documentdb"]  # kind, label, secret engines, default port and dbname
     driver_errors = (PyMongoError,)
-    engines = BY_NAME["documentdb"].secret_engines  # the registry's
-    default_port = 27017
-    default_dbname = "admin"
     max_username_bytes = 1024  # MongoDB's only bound is the document size; this is a sanity guard
 
     @contextmanager

@@ -57,12 +57,8 @@ class Session:
 
 
 class MySQLRotator(DatabaseRotator[Session]):
-    kind = "mysql"
-    label = "MySQL"
+    engine = BY_NAME["mysql"]  # kind, label, secret engines, default port and dbname
     driver_errors = (pymysql.MySQLError,)
-    engines = BY_NAME["mysql"].secret_engines  # the registry's
-    default_port = 3306
-    default_dbname = ""  # none: log in without choosing a database
     max_username_bytes = 3 * MAX_NAME_CHARS[MARIADB]  # utf8mb3 names; the real check counts characters
 
     # -- connections ------------------------------------------------------------------------

@@ -92,12 +92,8 @@ class OracleSession:
 
 
 class OracleRotator(DatabaseRotator[OracleSession]):
-    kind = "oracle"
-    label = "Oracle"
+    engine = BY_NAME["oracle"]  # kind, label, secret engines, default port and dbname
     driver_errors = (oracledb.Error,)
-    engines = BY_NAME["oracle"].secret_engines  # the registry's
-    default_port = 1521
-    default_dbname = "ORCL"
     max_username_bytes = 128  # 30 before 12.2: checked against the server's version when connected
     password_length = 30  # Oracle before 23ai accepts at most 30 bytes
 

@@ -44,12 +44,8 @@ _DEPENDENTS = "SELECT count(*) FROM pg_shdepend WHERE refclassid = 'pg_authid'::
 
 
 class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
-    kind = "postgresql"
-    label = "PostgreSQL"
+    engine = BY_NAME["postgresql"]  # kind, label, secret engines, default port and dbname
     driver_errors = (psycopg.Error,)
-    engines = BY_NAME["postgresql"].secret_engines  # the registry's
-    default_port = 5432
-    default_dbname = "postgres"
     max_username_bytes = 63
 
     @contextmanager

@@ -79,12 +79,8 @@ class GuardedConnection(Connection):
 
 
 class RedshiftRotator(DatabaseRotator[GuardedConnection]):
-    kind = "redshift"
-    label = "Redshift"
+    engine = BY_NAME["redshift"]  # kind, label, secret engines, default port and dbname
     driver_errors = (DriverError,)
-    engines = BY_NAME["redshift"].secret_engines  # the registry's
-    default_port = 5439
-    default_dbname = "dev"
     max_username_bytes = 127
 
     # -- passwords Redshift accepts, and only those --------------------------------------------

@@ -5,6 +5,7 @@ driver each handler imports: tests/unit/test_cold_imports.py, from the registry 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -31,7 +32,15 @@ def test_the_engine_class_serves_what_the_registry_says(engine: Engine) -> None:
     module = importlib.import_module(engine.module)
     rotator = module.handler.__self__
     assert isinstance(rotator, DatabaseRotator)
-    assert rotator.engines == engine.secret_engines
+    assert rotator.engine is engine
+    assert (rotator.kind, rotator.label, rotator.engines) == (
+        engine.name,
+        engine.label,
+        engine.secret_engines,
+    )
+    value = {"engine": min(engine.secret_engines), "host": "h", "username": "u", "password": "p"}
+    secret = rotator.parse(json.dumps(value), where="a secret without port or dbname")
+    assert (secret.port, secret.dbname) == (engine.default_port, engine.default_dbname)
 
 
 def test_secret_engine_values_belong_to_one_engine_each() -> None:
