@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from unittest import mock
 
 from rotators.cli.samtemplate import LOCAL_ACCOUNT_ID, FunctionSpec, SamTemplate, parse_parameter_overrides
 from rotators.errors import ConfigurationError
@@ -141,21 +142,6 @@ def default_region(explicit: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set variables for the call and put the old environment back after it."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-
-@contextlib.contextmanager
 def logs_to(stream: IO[str]) -> Iterator[None]:
     """In Lambda a function logs to stdout; here stdout carries the result, so logs move to `stream`."""
     stdouts = {id(sys.stdout), id(sys.__stdout__)}
@@ -248,28 +234,21 @@ class Target:
     region: str
 
 
-def prepare(
-    logical_id: str,
-    *,
-    template: str | Path = "template.yaml",
-    env_vars: str | Path | None = None,
-    parameter_overrides: str | None = None,
-    region: str | None = None,
-    profile: str | None = None,
-    logs: IO[str] | None = None,
-) -> Target:
-    """Read the template and env-vars file; say on `logs` which overrides SAM would ignore."""
-    chosen_region = default_region(region)
-    sam = SamTemplate.load(template, parse_parameter_overrides(parameter_overrides), chosen_region)
+def prepare(logical_id: str, options: Any, logs: IO[str]) -> Target:
+    """Read the template and env-vars file the SAM-like `options` name (--template, --env-vars,
+    --parameter-overrides, --region, --profile); say on `logs` which overrides SAM would ignore."""
+    chosen_region = default_region(options.region)
+    overrides = parse_parameter_overrides(options.parameter_overrides)
+    sam = SamTemplate.load(options.template, overrides, chosen_region)
     spec = sam.function(logical_id)
-    env, ignored = resolve_environment(spec, load_env_vars(env_vars), os.environ)
-    if ignored and logs is not None:
+    env, ignored = resolve_environment(spec, load_env_vars(options.env_vars), os.environ)
+    if ignored:
         print(
             f"Ignored from --env-vars (not declared for {logical_id} in the template, as SAM ignores "
             f"them): {', '.join(ignored)}",
             file=logs,
         )
-    extra = {"AWS_PROFILE": profile} if profile else {}
+    extra = {"AWS_PROFILE": options.profile} if options.profile else {}
     return Target(spec, {**env, **lambda_variables(spec, chosen_region), **extra}, chosen_region)
 
 
@@ -278,22 +257,14 @@ def run(args: Any, out: IO[str] | None = None, logs: IO[str] | None = None) -> i
     out = out or sys.stdout
     logs = logs or sys.stderr
     try:
-        target = prepare(
-            args.function,
-            template=args.template,
-            env_vars=args.env_vars,
-            parameter_overrides=args.parameter_overrides,
-            region=args.region,
-            profile=args.profile,
-            logs=logs,
-        )
+        target = prepare(args.function, args, logs)
         event = read_event(args.event)
         if isinstance(event, dict):
             if args.secret_id:
                 event["SecretId"] = args.secret_id
             if args.token:
                 event["ClientRequestToken"] = args.token
-        with patched_environ(target.environment):
+        with mock.patch.dict(os.environ, target.environment):  # the old environment comes back after
             invocation = call(target.spec, event, target.region, logs)
     except ConfigurationError as exc:
         print(f"rotators invoke: {exc}", file=logs)

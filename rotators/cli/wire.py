@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from unittest import mock
 
 from rotators import engines as registry
 from rotators.cli.invoke import (
@@ -26,7 +27,6 @@ from rotators.cli.invoke import (
     call,
     default_region,
     lambda_variables,
-    patched_environ,
     prepare,
 )
 from rotators.cli.samtemplate import FunctionSpec
@@ -89,15 +89,7 @@ def rotate_target(args: Any, logs: IO[str]) -> Target:
             profile = {"AWS_PROFILE": args.profile} if args.profile else {}
             return Target(spec, {**lambda_variables(spec, region), **profile}, region)
         logical_id = engine.logical_id
-    return prepare(
-        logical_id,
-        template=args.template,
-        env_vars=args.env_vars,
-        parameter_overrides=args.parameter_overrides,
-        region=args.region,
-        profile=args.profile,
-        logs=logs,
-    )
+    return prepare(logical_id, args, logs)
 
 
 def rotate(
@@ -110,7 +102,7 @@ def rotate(
     logs: IO[str],
 ) -> bool:
     """Start a rotation (unless `token` names one already started) and run the four steps."""
-    with patched_environ(target.environment):
+    with mock.patch.dict(os.environ, target.environment):
         client = _client()
         found = client.describe_secret(SecretId=secret_id)
         arn = found["ARN"]
@@ -234,7 +226,7 @@ def wire_command(args: Any, out: IO[str] | None = None, logs: IO[str] | None = N
     region = default_region(args.region)
     try:
         profile = {"AWS_PROFILE": args.profile} if args.profile else {}
-        with patched_environ({"AWS_REGION": region, "AWS_DEFAULT_REGION": region, **profile}):
+        with mock.patch.dict(os.environ, {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, **profile}):
             arn = args.rotation_lambda_arn or rotator_arn(args.stack, args.engine, region)
             rules = rotation_rules(args.schedule, args.duration)
             wire(args.secret_id, arn, rules, rotate_immediately=not args.no_rotate_immediately, out=out)

@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 from rotators.secrets import ROTATORS_TESTED
 
@@ -87,17 +88,8 @@ class LocalSecretsManager:
     @contextmanager
     def environ(self, **extra: str) -> Iterator[None]:
         """Point rotators in this process at this endpoint; the old environment comes back after."""
-        wanted = {**self.environment(), **extra}
-        saved = {key: os.environ.get(key) for key in wanted}
-        os.environ.update(wanted)
-        try:
+        with mock.patch.dict(os.environ, {**self.environment(), **extra}):
             yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def create_secret(self, name: str, value: dict[str, Any]) -> str:
         return self.client.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
