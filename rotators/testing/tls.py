@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,13 @@ def _builder(subject: str, issuer: str, public_key: Any) -> x509.CertificateBuil
     )
 
 
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
 @dataclass(frozen=True)
 class CertificateAuthority:
     cert_path: Path
@@ -80,25 +88,23 @@ class CertificateAuthority:
         _write_key(key, ca.key_path)
         return ca
 
-    def issue_server_cert(self, cert_path: Path, key_path: Path) -> None:
-        """A certificate for localhost and 127.0.0.1, which verify-full accepts, with the
-        extensions a real CA sets (key identifiers, key usage): Python 3.13 verifies strictly
+    def issue_server_cert(
+        self, cert_path: Path, key_path: Path, hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1")
+    ) -> None:
+        """A certificate for `hosts` (localhost and its addresses, which verify-full accepts), with
+        the extensions a real CA sets (key identifiers, key usage): Python 3.13 verifies strictly
         (VERIFY_X509_STRICT) and refuses a certificate without an authority key identifier."""
         ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         key = _key()
-        names: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ]
+        names = [_general_name(host) for host in hosts]
         usage = x509.KeyUsage(
             digital_signature=True, content_commitment=False, key_encipherment=False,
             data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
             encipher_only=False, decipher_only=False,
         )  # fmt: skip
         cert = (
-            _builder("localhost", self.name, key.public_key())
+            _builder(hosts[0], self.name, key.public_key())
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)

@@ -151,47 +151,12 @@ class TlsEndpoint(Listener):
             client.close()
 
 
-def server_context(ca: CertificateAuthority, tmp_path: Path, name: str | None = None) -> ssl.SSLContext:
+def server_context(ca: CertificateAuthority, tmp_path: Path, name: str = "localhost") -> ssl.SSLContext:
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
-    if name is None:
-        ca.issue_server_cert(cert, key)
-    else:
-        issue_cert_for(ca, name, cert, key)
+    ca.issue_server_cert(cert, key, (name,))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
-
-
-def issue_cert_for(ca: CertificateAuthority, name: str, cert_path: Path, key_path: Path) -> None:
-    """A certificate valid in every way but for another host name."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    ca_key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca.name)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
 
 
 @pytest.fixture
