@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test lint unit bench server-packages clean sam-validate sam-build sam-check
+.PHONY: demo test lint unit pythons bench server-packages clean sam-validate sam-build sam-check
 
 # A virtualenv with the package (editable), its PostgreSQL driver and the dev tools.
 $(BIN)/.installed: pyproject.toml
@@ -37,8 +37,29 @@ unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit
 
 # One worker per core (at most 4): each starts its own servers; the time goes to waiting on them.
-test: server-packages lint sam-check
+test: server-packages lint sam-check pythons
 	$(BIN)/pytest -n auto --maxprocesses=4
+
+# The other Pythons Lambda runs: on each, the unit tests and a rotation per engine and strategy
+# (the conformance suite), in its own virtualenv. A version that is not installed (as pythonX.Y
+# or under pyenv) is skipped, and said so.
+OTHER_PYTHONS ?= 3.12 3.13
+PYENV_VERSIONS := $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions
+pythons: server-packages
+	@for version in $(OTHER_PYTHONS); do \
+	  python=$$(ls -d $(PYENV_VERSIONS)/$$version.*/bin/python 2>/dev/null | sort -V | tail -n 1); \
+	  if [ -z "$$python" ] && python$$version -c '' 2>/dev/null; then python=$$(command -v python$$version); fi; \
+	  if [ -z "$$python" ]; then echo "SKIPPED: Python $$version is not installed (no python$$version, none in $(PYENV_VERSIONS))"; continue; fi; \
+	  $(MAKE) --no-print-directory .venv-$$version/bin/.installed PYTHON_FOR_VENV=$$python || exit 1; \
+	  echo "Python $$version ($$python): unit tests and the conformance suite"; \
+	  .venv-$$version/bin/pytest -q -n auto --maxprocesses=4 -p no:cacheprovider tests/unit tests/integration/test_conformance.py || exit 1; \
+	done
+
+.venv-%/bin/.installed: pyproject.toml
+	$(PYTHON_FOR_VENV) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e '.[suite]'
+	touch $@
 
 # The README's performance tables: rotations against local servers, then the built bundles.
 bench: server-packages $(BIN)/.installed sam-build
@@ -78,4 +99,4 @@ sam-check: sam-validate sam-build $(BIN)/.installed
 	$(BIN)/python bench/bundles.py
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .venv-3.* .aws-sam .mypy_cache .ruff_cache .pytest_cache
