@@ -2,17 +2,22 @@
 
 The engine under test keeps its own code; only its `connect` is replaced (by the caller) with one
 that hands out a recording stand-in for the driver, and Secrets Manager with a table of values.
+What the engines' statement tests share is here: that table, the rotation steps, and the check
+that a driver's refusal comes back as the engine's error without the password.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from rotators.database import DatabaseRotator
+import pytest
+
+from rotators.database import DatabaseRotator, DatabaseSecret
+from rotators.errors import PasswordChangeError
 from rotators.rotation import RotationContext, RotationEvent, Step
-from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta
+from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
 
 NEW_PASSWORD = "New-Value-2"
 
@@ -54,6 +59,11 @@ class FakeSecretsManager:
         }
 
 
+def store(client: FakeSecretsManager) -> SecretStore:
+    """What a rotator reads Secrets Manager through, with the fake in boto3's place."""
+    return SecretStore(cast(Any, client))
+
+
 def meta(*, previous: bool = False) -> SecretMeta:
     versions = {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
     if previous:
@@ -65,8 +75,34 @@ def context(rotator: DatabaseRotator[Any], step: Step, *, previous: bool = False
     return RotationContext(rotator, RotationEvent("demo", "v2", step), meta(previous=previous))
 
 
+def make_pending(rotator: DatabaseRotator[Any]) -> DatabaseSecret:
+    """createSecret's pending value, not staged."""
+    return rotator.make_pending(context(rotator, Step.CREATE))
+
+
 def create_then_set(rotator: DatabaseRotator[Any], client: FakeSecretsManager) -> None:
     """createSecret's pending value, staged in the table, then setSecret with it."""
-    pending = rotator.make_pending(context(rotator, Step.CREATE))
-    client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
+    client.values[("demo", AWSPENDING)] = json.loads(make_pending(rotator).to_json())
     rotator.set_pending(context(rotator, Step.SET, previous=("demo", AWSPREVIOUS) in client.values))
+
+
+def redacted(error: BaseException, *secrets: str) -> str:
+    """The message of an error made of a driver's, checked to quote none of `secrets`: the
+    driver's words stay, with <redacted> in their place, and the driver's exception (which may
+    quote them) is not chained to it. The message, for the caller's own checks."""
+    message = str(error)
+    assert "<redacted>" in message
+    assert not [secret for secret in secrets if secret in message], "a secret is quoted"
+    assert error.__cause__ is None and error.__suppress_context__, "the driver's error is not chained"
+    return message
+
+
+def refused_change(rotator: DatabaseRotator[Any], conn: Any, call: str, password: str) -> str:
+    """`call` (set_password for app, or clone_user of app to app_clone) with `password`, on a
+    connection that refuses it: the PasswordChangeError's message, checked to be redacted."""
+    with pytest.raises(PasswordChangeError) as caught:
+        if call == "set_password":
+            rotator.set_password(conn, "app", password)
+        else:
+            rotator.clone_user(conn, "app", "app_clone", password)
+    return redacted(caught.value, password)

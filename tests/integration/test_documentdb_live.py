@@ -23,15 +23,11 @@ import pytest
 
 from rotators.engines.documentdb import handler
 from rotators.testing.secretsmanager import LocalSecretsManager
-from tests.conftest import Watched, invoke
-from tests.live import dsn_query, dsn_secret, live_only
+from tests.conftest import Watched
+from tests.live import LiveServer, dsn_query, dsn_secret, live_only, serve
 
 URI = "ROTATORS_TEST_MONGODB_URI"
-pytestmark = live_only(
-    URI,
-    "no real MongoDB/DocumentDB here (SecantusDB covers the rest): set ROTATORS_TEST_MONGODB_URI="
-    "mongodb://user:pw@host:27017/?tls=false to run these against one",
-)
+pytestmark = live_only(URI, "no real MongoDB or DocumentDB here; SecantusDB covers the rest")
 
 
 def master_secret() -> dict[str, Any]:
@@ -45,33 +41,39 @@ def master_secret() -> dict[str, Any]:
     return value
 
 
-class LiveAdmin:
-    def __init__(self, value: dict[str, Any]) -> None:
-        self.value = value
-        self.made: list[str] = []
+class LiveAdmin(LiveServer):
+    """The URI's user, through pymongo itself; `made` holds the users a test made."""
+
+    def __init__(self, sm: LocalSecretsManager) -> None:
+        super().__init__(master_secret(), sm, handler)
 
     def client(self, user: str | None = None, password: str | None = None) -> pymongo.MongoClient[Any]:
-        options: dict[str, Any] = {"tls": self.value["ssl"], "retryWrites": False}
-        if "sslrootcert" in self.value:
-            options["tlsCAFile"] = self.value["sslrootcert"]
+        options: dict[str, Any] = {"tls": self.admin["ssl"], "retryWrites": False}
+        if "sslrootcert" in self.admin:
+            options["tlsCAFile"] = self.admin["sslrootcert"]
         return pymongo.MongoClient(
-            self.value["host"],
-            self.value["port"],
-            username=user or self.value["username"],
-            password=password or self.value["password"],
-            authSource=self.value["dbname"],
+            self.admin["host"],
+            self.admin["port"],
+            username=user or self.admin["username"],
+            password=password or self.admin["password"],
+            authSource=self.admin["dbname"],
             serverSelectionTimeoutMS=10_000,
             **options,
         )
 
     def command(self, *args: Any, **kwargs: Any) -> Any:
         with self.client() as client:
-            return client[self.value["dbname"]].command(*args, **kwargs)
+            return client[self.admin["dbname"]].command(*args, **kwargs)
+
+    def undo(self, made: str) -> None:
+        for name in (made, f"{made}_clone"):
+            with contextlib.suppress(pymongo.errors.OperationFailure):  # not every test makes the clone
+                self.command("dropUser", name)
 
     def logs_in(self, user: str, password: str) -> bool:
         try:
             with self.client(user, password) as client:
-                client[self.value["dbname"]].command("ping")
+                client[self.admin["dbname"]].command("ping")
                 return True
         except pymongo.errors.OperationFailure as exc:
             assert exc.code == 18, "login failed for another reason"
@@ -80,31 +82,20 @@ class LiveAdmin:
 
 @pytest.fixture
 def live(local_sm: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveAdmin]:
-    admin = LiveAdmin(master_secret())
-    monkeypatch.delenv("ROTATORS_CA_BUNDLE", raising=False)
-    yield admin
-    for user in admin.made:
-        for name in (user, f"{user}_clone"):
-            with contextlib.suppress(pymongo.errors.OperationFailure):
-                admin.command("dropUser", name)
+    yield from serve(LiveAdmin(local_sm), monkeypatch)
 
 
-def test_alternating_rotations_against_a_real_server(
-    local_sm: LocalSecretsManager, live: LiveAdmin, leak_check: Watched
-) -> None:
+def test_alternating_rotations_against_a_real_server(live: LiveAdmin, leak_check: Watched) -> None:
     user, first = f"rotators_{secrets.token_hex(4)}", "Init-" + secrets.token_hex(8)
     leak_check.add(first)
     roles = [{"role": "read", "db": "rotators_test"}]
     live.command("createUser", user, pwd=first, roles=roles)
     live.made.append(user)
-    master = local_sm.create_secret(f"{user}-master", live.value)
-    app = {**live.value, "username": user, "password": first, "masterarn": master}
-    arn = local_sm.create_secret(user, app)
+    arn = live.secret(user, first, master=live.master(user))
 
     for expected in (f"{user}_clone", user, f"{user}_clone"):
-        before = local_sm.value(arn, "AWSCURRENT")
-        invoke(handler, arn, local_sm.start_rotation(arn))
-        current = local_sm.value(arn, "AWSCURRENT")
+        before = live.sm.value(arn, "AWSCURRENT")
+        current = live.rotate(arn)
         assert current["username"] == expected
         assert live.logs_in(current["username"], current["password"])
         assert live.logs_in(before["username"], before["password"]), "the previous login keeps working"

@@ -13,8 +13,6 @@ Everything the tests create is named `rot_<random>` and dropped afterwards.
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,28 +21,17 @@ import pytest
 
 from rotators.engines.mysql import MySQLRotator, handler
 from rotators.testing.secretsmanager import LocalSecretsManager
-from tests.conftest import invoke
-from tests.live import dsn_secret as from_dsn
-from tests.live import live_only
+from tests.live import EngineServer, fresh_names, live_only, serve
 
-pytestmark = live_only(
-    "ROTATORS_TEST_MYSQL_DSN",
-    "ROTATORS_TEST_MYSQL_DSN is not set (mysql://admin:password@host:3306/?sslrootcert=ca.pem): "
-    "no MySQL 8/9 server can run here, so its dialect is covered at the statement level",
-)
+DSN = "ROTATORS_TEST_MYSQL_DSN"
+pytestmark = live_only(DSN, "no MySQL 8/9 can run here: its dialect is covered at the statement level")
 
 
-def dsn_secret() -> dict[str, Any]:
-    """The admin account of the DSN as a secret value."""
-    return from_dsn("ROTATORS_TEST_MYSQL_DSN", engine="mysql", port=3306)
+class MySQLServer(EngineServer[MySQLRotator]):
+    """Runs statements and logs in with PyMySQL itself, under the engine's TLS options."""
 
-
-class LiveServer:
-    def __init__(self) -> None:
-        self.admin = dsn_secret()
-        self.rotator = MySQLRotator()
-        self.parsed = self.rotator.parse(json.dumps(self.admin), where="ROTATORS_TEST_MYSQL_DSN")
-        self.made: list[str] = []  # statements that drop what a test made, run in reverse
+    def __init__(self, sm: LocalSecretsManager) -> None:
+        super().__init__(sm, handler, MySQLRotator(), DSN, engine="mysql", port=3306)
 
     def connect(self, user: str, password: str) -> pymysql.connections.Connection[Any]:
         return pymysql.connect(
@@ -58,6 +45,7 @@ class LiveServer:
             return list(cursor.fetchall())
 
     def logs_in(self, user: str, password: str) -> bool:
+        """A refused login is MySQL's error 1045; any other failure fails the test."""
         try:
             with self.connect(user, password):
                 return True
@@ -71,39 +59,20 @@ class LiveServer:
 
 
 @pytest.fixture
-def live(local_sm: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
-    monkeypatch.delenv("ROTATORS_CA_BUNDLE", raising=False)  # the DSN's own TLS settings apply
-    server = LiveServer()
-    yield server
-    failed = []
-    for statement in reversed(server.made):  # every one, even after a failure
-        try:
-            server.sql(statement)
-        except Exception as exc:
-            failed.append(f"{statement}: {type(exc).__name__}")
-    assert not failed, f"clean-up left objects behind: {failed}"
+def live(local_sm: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[MySQLServer]:
+    yield from serve(MySQLServer(local_sm), monkeypatch)
 
 
-def test_single_user_on_a_real_server(
-    live: LiveServer, local_sm: LocalSecretsManager, new_password: Callable[[], str]
-) -> None:
-    name, password = f"rot_{uuid.uuid4().hex[:10]}", new_password()
+def test_single_user_on_a_real_server(live: MySQLServer, new_password: Callable[[], str]) -> None:
+    [name], password = fresh_names(""), new_password()
     live.sql("CREATE USER %s@'%%' IDENTIFIED BY %s", (name, password))
     live.made += [f"DROP USER IF EXISTS '{name}'@'%'"]
-    arn = local_sm.create_secret(name, {**live.admin, "username": name, "password": password})
-    for _ in range(2):
-        before = local_sm.value(arn, "AWSCURRENT")["password"]
-        invoke(handler, arn, local_sm.start_rotation(arn))
-        current = local_sm.value(arn, "AWSCURRENT")
-        assert live.logs_in(name, current["password"])
-        assert not live.logs_in(name, before)
+    live.assert_rotates_alone(live.secret(name, password), name)
 
 
-def test_alternating_users_on_a_real_server(
-    live: LiveServer, local_sm: LocalSecretsManager, new_password: Callable[[], str]
-) -> None:
-    tag = uuid.uuid4().hex[:8]
-    name, role, db, password = f"rot_{tag}", f"rot_role_{tag}", f"rot_db_{tag}", new_password()
+def test_alternating_users_on_a_real_server(live: MySQLServer, new_password: Callable[[], str]) -> None:
+    name, role, db = fresh_names("", "role", "db")
+    password = new_password()
     live.sql(f"CREATE DATABASE `{db}`")
     live.made += [f"DROP DATABASE IF EXISTS `{db}`"]
     live.sql(f"CREATE ROLE `{role}`")
@@ -114,13 +83,9 @@ def test_alternating_users_on_a_real_server(
     live.sql(f"GRANT INSERT ON `{db}`.* TO %s@'%%' WITH GRANT OPTION", (name,))
     live.sql(f"GRANT `{role}` TO %s@'%%'", (name,))
     live.sql(f"SET DEFAULT ROLE `{role}` TO %s@'%%'", (name,))
-    master = local_sm.create_secret(f"master-{tag}", live.admin)
-    arn = local_sm.create_secret(
-        name, {**live.admin, "username": name, "password": password, "masterarn": master}
-    )
+    arn = live.secret(name, password, master=live.master(name))
 
-    invoke(handler, arn, local_sm.start_rotation(arn))
-    clone = local_sm.value(arn, "AWSCURRENT")
+    clone = live.rotate(arn)
     assert clone["username"] == f"{name}_clone"
     assert live.logs_in(name, password), "the original keeps working"
     assert live.logs_in(clone["username"], clone["password"])
@@ -128,6 +93,5 @@ def test_alternating_users_on_a_real_server(
     roles = "SELECT DEFAULT_ROLE_USER FROM mysql.default_roles WHERE USER = %s"
     assert live.sql(roles, (clone["username"],)) == live.sql(roles, (name,)) == [(role,)]
 
-    invoke(handler, arn, local_sm.start_rotation(arn))
-    assert local_sm.value(arn, "AWSCURRENT")["username"] == name
+    assert live.rotate(arn)["username"] == name
     assert live.logs_in(clone["username"], clone["password"]), "the clone keeps working"

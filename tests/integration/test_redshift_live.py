@@ -26,37 +26,24 @@ wherever the SQL is common. What only a real Redshift confirms, and these tests 
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from rotators.engines.redshift import RedshiftRotator, handler
-from rotators.errors import LoginError, PrivilegeError
+from rotators.errors import PrivilegeError
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import invoke
-from tests.live import dsn_secret as from_dsn
-from tests.live import live_only
+from tests.live import EngineServer, fresh_names, live_only, serve
 
-pytestmark = live_only(
-    "ROTATORS_TEST_REDSHIFT_DSN",
-    "ROTATORS_TEST_REDSHIFT_DSN is not set (redshift://admin:password@endpoint:5439/dev): no Redshift "
-    "can run here, so the engine runs against PostgreSQL through test shims instead",
-)
+DSN = "ROTATORS_TEST_REDSHIFT_DSN"
+pytestmark = live_only(DSN, "no Redshift can run here: the engine runs against PostgreSQL through shims")
 
 
-def dsn_secret() -> dict[str, Any]:
-    return from_dsn("ROTATORS_TEST_REDSHIFT_DSN", engine="redshift", port=5439, dbname="dev")
-
-
-class LiveCluster:
-    def __init__(self) -> None:
-        self.admin = dsn_secret()
-        self.rotator = RedshiftRotator()
-        self.parsed = self.rotator.parse(json.dumps(self.admin), where="ROTATORS_TEST_REDSHIFT_DSN")
-        self.made: list[str] = []  # statements that drop what a test made, run in reverse
+class LiveCluster(EngineServer[RedshiftRotator]):
+    def __init__(self, sm: LocalSecretsManager) -> None:
+        super().__init__(sm, handler, RedshiftRotator(), DSN, engine="redshift", port=5439, dbname="dev")
 
     def sql(self, statement: str, *args: Any) -> list[Any]:
         with self.rotator.connect(self.parsed, self.admin["username"], self.admin["password"]) as conn:
@@ -64,54 +51,22 @@ class LiveCluster:
             cursor.execute(statement, args or None)
             return [list(row) for row in cursor.fetchall()] if cursor.description else []
 
-    def logs_in(self, user: str, password: str) -> bool:
-        try:
-            with self.rotator.connect(self.parsed, user, password):
-                return True
-        except LoginError:
-            return False
-
 
 @pytest.fixture
 def live(local_sm: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveCluster]:
-    monkeypatch.delenv("ROTATORS_CA_BUNDLE", raising=False)  # the DSN's own TLS settings apply
-    cluster = LiveCluster()
-    yield cluster
-    failed = []
-    for statement in reversed(cluster.made):  # every one, even after a failure
-        try:
-            cluster.sql(statement)
-        except Exception as exc:
-            failed.append(f"{statement}: {type(exc).__name__}")
-    assert not failed, f"clean-up left objects behind: {failed}"
+    yield from serve(LiveCluster(local_sm), monkeypatch)
 
 
-def test_single_user_on_a_real_cluster(
-    live: LiveCluster, local_sm: LocalSecretsManager, new_password: Callable[[], str]
-) -> None:
-    name, password = f"rot_{uuid.uuid4().hex[:10]}", new_password()
+def test_single_user_on_a_real_cluster(live: LiveCluster, new_password: Callable[[], str]) -> None:
+    [name], password = fresh_names(""), new_password()
     live.sql(f"CREATE USER {name} PASSWORD '{password}'")
     live.made.append(f"DROP USER IF EXISTS {name}")
-    arn = local_sm.create_secret(name, {**live.admin, "username": name, "password": password})
-    for _ in range(2):
-        before = local_sm.value(arn, "AWSCURRENT")["password"]
-        invoke(handler, arn, local_sm.start_rotation(arn))
-        assert live.logs_in(name, local_sm.value(arn, "AWSCURRENT")["password"])
-        assert not live.logs_in(name, before)
+    live.assert_rotates_alone(live.secret(name, password), name)
 
 
-def test_alternating_users_on_a_real_cluster(
-    live: LiveCluster, local_sm: LocalSecretsManager, new_password: Callable[[], str]
-) -> None:
-    tag = uuid.uuid4().hex[:8]
-    name, clone, group, role, schema = (
-        f"rot_{tag}",
-        f"rot_{tag}_clone",
-        f"rot_g_{tag}",
-        f"rot_r_{tag}",
-        f"rot_s_{tag}",
-    )
-    password = new_password()
+def test_alternating_users_on_a_real_cluster(live: LiveCluster, new_password: Callable[[], str]) -> None:
+    name, group, role, schema = fresh_names("", "g", "r", "s")
+    clone, password = f"{name}_clone", new_password()
     live.sql(f"CREATE USER {name} PASSWORD '{password}'")
     live.made += [f"DROP USER IF EXISTS {name}", f"DROP USER IF EXISTS {clone}"]
     live.sql(f"CREATE GROUP {group}")
@@ -125,13 +80,9 @@ def test_alternating_users_on_a_real_cluster(
     live.sql(f"GRANT SELECT ON {schema}.t TO {name}")
     live.sql(f"ALTER GROUP {group} ADD USER {name}")
     live.sql(f"GRANT ROLE {role} TO {name}")
-    master = local_sm.create_secret(f"master-{tag}", live.admin)
-    arn = local_sm.create_secret(
-        name, {**live.admin, "username": name, "password": password, "masterarn": master}
-    )
+    arn = live.secret(name, password, master=live.master(name))
 
-    invoke(handler, arn, local_sm.start_rotation(arn))
-    current = local_sm.value(arn, "AWSCURRENT")
+    current = live.rotate(arn)
     assert current["username"] == clone
     assert live.logs_in(name, password) and live.logs_in(clone, current["password"])
     members = (
@@ -141,24 +92,16 @@ def test_alternating_users_on_a_real_cluster(
     assert live.sql("SELECT role_name FROM svv_user_grants WHERE user_name = %s", clone) == [[role]]
     assert live.sql(f"SELECT has_table_privilege(%s, '{schema}.t', 'SELECT')", clone) == [[True]]
 
-    invoke(handler, arn, local_sm.start_rotation(arn))
-    assert local_sm.value(arn, "AWSCURRENT")["username"] == name
+    assert live.rotate(arn)["username"] == name
     assert live.logs_in(clone, current["password"]), "the clone keeps working"
 
 
 def test_administrative_rbac_roles_and_a_clone_with_more_roles_are_refused_on_a_real_cluster(
-    live: LiveCluster, local_sm: LocalSecretsManager, new_password: Callable[[], str]
+    live: LiveCluster, new_password: Callable[[], str]
 ) -> None:
     """A user that holds CREATE USER through a role granted to its role is refused; so is a
     pre-existing clone that holds a role its original lacks. Nothing is created or changed."""
-    tag = uuid.uuid4().hex[:8]
-    boss, team, admins, app, extra = (
-        f"rot_{tag}",
-        f"rot_t_{tag}",
-        f"rot_a_{tag}",
-        f"rot_p_{tag}",
-        f"rot_x_{tag}",
-    )
+    boss, team, admins, app, extra = fresh_names("", "t", "a", "p", "x")
     boss_password, app_password, clone_password = new_password(), new_password(), new_password()
     live.made += [f"DROP USER IF EXISTS {name}" for name in (boss, f"{boss}_clone", app, f"{app}_clone")]
     for role in (team, admins, extra):
@@ -171,16 +114,14 @@ def test_administrative_rbac_roles_and_a_clone_with_more_roles_are_refused_on_a_
     live.sql(f"CREATE USER {app} PASSWORD '{app_password}'")
     live.sql(f"CREATE USER {app}_clone PASSWORD '{clone_password}'")
     live.sql(f"GRANT ROLE {extra} TO {app}_clone")
-    master = local_sm.create_secret(f"master-{tag}", live.admin)
+    master = live.master(boss)
 
     for name, password, refusal in (
         (boss, boss_password, f"administrative role '{admins}'"),
         (app, app_password, f"'{app}_clone' holds what '{app}' does not: role {extra}"),
     ):
-        arn = local_sm.create_secret(
-            name, {**live.admin, "username": name, "password": password, "masterarn": master}
-        )
-        token = local_sm.start_rotation(arn)
+        arn = live.secret(name, password, master=master)
+        token = live.sm.start_rotation(arn)
         invoke(handler, arn, token, "createSecret")
         with pytest.raises(PrivilegeError, match=refusal):
             invoke(handler, arn, token, "setSecret")

@@ -1,10 +1,14 @@
-"""The live tests read their server from a connection string: each engine's form, as a secret."""
+"""The live tests read their server from a connection string (each engine's form, as a secret),
+skip without one, and drop what they made on it: checked here, where no live server runs."""
 
 from __future__ import annotations
 
+import os
+from typing import Any, cast
+
 import pytest
 
-from tests.live import dsn_secret
+from tests.live import LiveServer, dsn_secret, fresh_names, live_only, serve
 
 
 def test_a_dsn_with_tls_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,3 +30,50 @@ def test_defaults_and_plaintext(monkeypatch: pytest.MonkeyPatch) -> None:
     }  # fmt: skip
     monkeypatch.setenv("X_DSN", "mysql://admin:pw@db:3306/?engine=mariadb")
     assert dsn_secret("X_DSN", engine="mysql", port=3306)["engine"] == "mariadb"
+
+
+def test_without_the_variable_the_tests_skip_and_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("X_DSN", raising=False)
+    mark = live_only("X_DSN", "no X can run here")
+    assert mark.args == (True,)
+    assert mark.kwargs["reason"].startswith("X_DSN is not set: no X can run here")
+    monkeypatch.setenv("X_DSN", "x://admin:pw@db/")
+    assert live_only("X_DSN", "no X can run here").args == (False,)
+
+
+def test_fresh_names_share_one_tag() -> None:
+    name, role = fresh_names("", "role")
+    assert role == f"rot_role_{name.removeprefix('rot_')}"
+    assert fresh_names("")[0] != name
+
+
+class Leftovers(LiveServer):
+    """Records what it drops; a DROP of `stuck` fails with a message that quotes a password."""
+
+    def __init__(self, stuck: str) -> None:
+        super().__init__({}, sm=cast(Any, None), handler=cast(Any, None))  # nothing is rotated
+        self.stuck = stuck
+        self.dropped: list[str] = []
+
+    def logs_in(self, user: str, password: str) -> bool:
+        return False
+
+    def undo(self, made: str) -> None:
+        self.dropped.append(made)
+        if made == self.stuck:
+            raise RuntimeError("refused: pw=Leaked-1")
+
+
+def test_clean_up_drops_everything_last_first_and_fails_on_leftovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", "/ca.pem")
+    server = Leftovers(stuck="DROP ROLE r")
+    served = serve(server, monkeypatch)
+    assert next(served) is server
+    assert "ROTATORS_CA_BUNDLE" not in os.environ, "the DSN's own TLS settings apply"
+    server.made += ["DROP ROLE r", "DROP USER u"]
+    with pytest.raises(
+        AssertionError, match=r"left objects behind: \['DROP ROLE r: RuntimeError'\]"
+    ) as caught:
+        next(served)
+    assert server.dropped == ["DROP USER u", "DROP ROLE r"]
+    assert "Leaked-1" not in str(caught.value)

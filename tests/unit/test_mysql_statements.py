@@ -17,6 +17,7 @@ import pymysql
 import pytest
 from pymysql.converters import escape_string
 
+from rotators import errors
 from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines.mysql import MySQLRotator, Session
 from rotators.engines.mysql_auth import (
@@ -33,18 +34,8 @@ from rotators.engines.mysql_auth import (
     sha256_crypt,
 )
 from rotators.engines.mysql_grants import Grant, account_options, auth_plugin
-from rotators.errors import (
-    ConfigurationError,
-    DatabaseUnavailableError,
-    LoginError,
-    PasswordChangeError,
-    PrivilegeError,
-    SecretFormatError,
-    SecretTestError,
-)
-from rotators.rotation import RotationContext, RotationEvent, Step
-from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
-from tests.offline import FakeSecretsManager
+from rotators.secrets import AWSCURRENT, AWSPREVIOUS
+from tests.offline import FakeSecretsManager, create_then_set, make_pending, redacted, store
 
 NEW = "New-Pass'word-2"
 NEW_LITERAL = "'New-Pass\\'word-2'"
@@ -87,7 +78,7 @@ def test_the_server_is_read_from_what_it_reports(
 
 
 def test_an_unreadable_version_is_a_typed_error() -> None:
-    with pytest.raises(DatabaseUnavailableError, match="server version"):
+    with pytest.raises(errors.DatabaseUnavailableError, match="server version"):
         Server.from_version("unknown")
 
 
@@ -238,7 +229,7 @@ def test_an_ed25519_account_without_pynacl_is_refused_before_anything_is_sent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "nacl.bindings", None)
-    with pytest.raises(ConfigurationError, match="PyNaCl"):
+    with pytest.raises(errors.ConfigurationError, match="PyNaCl"):
         ed25519_key(NEW)
 
 
@@ -303,7 +294,7 @@ def test_quoted_names_are_read_back_exactly() -> None:
     ["GRANT USAGE ON *.* TO `someone`@`%`", "CREATE USER `app`@`%`", "GRANT SELECT ON *.*", ""],
 )
 def test_a_line_that_is_not_understood_stops_the_copy(line: str) -> None:
-    with pytest.raises(PasswordChangeError, match="Cannot parse the SHOW GRANTS line"):
+    with pytest.raises(errors.PasswordChangeError, match="Cannot parse the SHOW GRANTS line"):
         Grant.parse(line, APP)
 
 
@@ -440,16 +431,10 @@ def set_secret(
     current = {**login, "username": user, "password": "Old-Pass-1"}
     values = {("demo", AWSCURRENT): {**current, "masterarn": "m"} if master else current}
     values[("m", AWSCURRENT)] = {**login, "username": "admin", "password": "Master-Pass-3"}
-    versions = {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
     if previous:
         values[("demo", AWSPREVIOUS)] = {**current, "username": previous, "password": "Prev-Pass-0"}
-        versions["v0"] = frozenset({AWSPREVIOUS})
     client = FakeSecretsManager(values, NEW)
-    rotator = MySQLRotator(SecretStore(cast(Any, client)))
-    meta = SecretMeta("arn:demo", "demo", True, versions)
-    pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
-    values[("demo", AWSPENDING)] = json.loads(pending.to_json())
-    rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), meta))
+    create_then_set(MySQLRotator(store(client)), client)
     return server.sent
 
 
@@ -510,7 +495,7 @@ def test_a_password_the_server_ignores_is_an_error(monkeypatch: pytest.MonkeyPat
     server = FakeServer(version="10.6.16-MariaDB", current_user="app@localhost")
     server.create_user = "CREATE USER `app`@`localhost` IDENTIFIED VIA unix_socket"
     server.warnings = [("Warning", 1699, "SET PASSWORD is ignored for users authenticating via unix_socket")]
-    with pytest.raises(PasswordChangeError, match="unix_socket"):
+    with pytest.raises(errors.PasswordChangeError, match="unix_socket"):
         set_secret(server, monkeypatch)
 
 
@@ -580,7 +565,9 @@ DRIFTED = Account(
 def test_a_clone_with_more_than_its_source_is_not_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing proves the secret ever held `app_clone`: its extra role is not adopted."""
     server = mysql8_with_app(clone=DRIFTED)
-    with pytest.raises(PrivilegeError, match=r"'app_clone' holds what 'app' does not: role `admin_role`@`%`"):
+    with pytest.raises(
+        errors.PrivilegeError, match=r"'app_clone' holds what 'app' does not: role `admin_role`@`%`"
+    ):
         set_secret(server, monkeypatch, master=True)
     assert writes(server.sent) == []
 
@@ -656,7 +643,7 @@ def test_a_read_only_server_is_not_sent_the_clear_value(monkeypatch: pytest.Monk
         1290,
         "The MariaDB server is running with the --read-only option so it cannot execute this statement",
     )
-    with pytest.raises(PasswordChangeError, match="read-only"):
+    with pytest.raises(errors.PasswordChangeError, match="read-only"):
         set_secret(server, monkeypatch)
     assert writes(server.sent) == [f"SET PASSWORD = '{NEW_HASH}'"]
 
@@ -664,7 +651,7 @@ def test_a_read_only_server_is_not_sent_the_clear_value(monkeypatch: pytest.Monk
 def test_other_refusals_of_the_hash_are_not_retried_in_clear(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeServer(version="10.11.6-MariaDB", current_user="app@%", create_user=MARIADB_NATIVE)
     server.fail_on = "SET PASSWORD"
-    with pytest.raises(PasswordChangeError, match="error 1227"):
+    with pytest.raises(errors.PasswordChangeError, match="error 1227"):
         set_secret(server, monkeypatch)
     assert writes(server.sent) == [f"SET PASSWORD = '{NEW_HASH}'"]
 
@@ -675,7 +662,7 @@ def test_an_unrelated_user_named_like_the_clone_does_not_get_the_original(
     """`app_clone` logs in, but lacks what `app` holds: `app`'s password is not handed to it."""
     stranger = Account(["GRANT USAGE ON *.* TO `app_clone`@`10.0.%`"], "CREATE USER `app_clone`@`10.0.%`")
     server = mysql8_with_app(clone=stranger)
-    with pytest.raises(PrivilegeError, match="'app_clone' lacks what 'app' holds"):
+    with pytest.raises(errors.PrivilegeError, match="'app_clone' lacks what 'app' holds"):
         set_secret(server, monkeypatch, user="app_clone", master=True)
     assert writes(server.sent) == []
 
@@ -689,17 +676,16 @@ def test_an_unrelated_user_named_like_the_clone_does_not_get_the_original(
 def test_an_administrative_source_is_not_cloned(monkeypatch: pytest.MonkeyPatch, grant: str) -> None:
     server = mysql8_with_app()
     server.accounts[("app", "10.0.%")].grants.append(grant)
-    with pytest.raises(PrivilegeError, match="'app' holds"):
+    with pytest.raises(errors.PrivilegeError, match="'app' holds"):
         set_secret(server, monkeypatch, master=True)
     assert writes(server.sent) == []
 
 
 def test_refusals_become_typed_errors_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeServer(current_user="app@%", fail_on="ALTER USER")
-    with pytest.raises(PasswordChangeError, match="error 1227") as caught:
+    with pytest.raises(errors.PasswordChangeError, match="error 1227") as caught:
         set_secret(server, monkeypatch)
-    assert NEW not in str(caught.value) and "<redacted>" in str(caught.value)
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    redacted(caught.value, NEW)
 
 
 # -- connecting ---------------------------------------------------------------------------------------
@@ -720,15 +706,15 @@ def refusing(monkeypatch: pytest.MonkeyPatch, error: Exception) -> Iterator[None
             LoginRefusedError,
             "refused",
         ),
-        (pymysql.err.OperationalError(1862, "Your password has expired"), LoginError, "has expired"),
+        (pymysql.err.OperationalError(1862, "Your password has expired"), errors.LoginError, "has expired"),
         (
             pymysql.err.OperationalError(2003, "Can't connect to MySQL server on 'db' (timed out)"),
-            DatabaseUnavailableError,
+            errors.DatabaseUnavailableError,
             "db:3306",
         ),
         (
             pymysql.err.OperationalError(2026, "SSL is required but the server doesn't support it"),
-            DatabaseUnavailableError,
+            errors.DatabaseUnavailableError,
             "SSL",
         ),
     ],
@@ -748,7 +734,7 @@ def test_a_driver_message_quoting_the_password_is_redacted(monkeypatch: pytest.M
     error = pymysql.err.OperationalError(2003, "Can't connect with password 'Old-Pass-1'")
     with (
         refusing(monkeypatch, error),
-        pytest.raises(DatabaseUnavailableError) as caught,
+        pytest.raises(errors.DatabaseUnavailableError) as caught,
         MySQLRotator().connect(secret(), "app", "Old-Pass-1"),
     ):
         pass
@@ -758,14 +744,14 @@ def test_a_driver_message_quoting_the_password_is_redacted(monkeypatch: pytest.M
 def test_probe_checks_the_account(monkeypatch: pytest.MonkeyPatch) -> None:
     session = Session(cast(Any, FakeServer(current_user="app@%")), MYSQL8, ("app", "%"))
     MySQLRotator().probe(session, "app")
-    with pytest.raises(SecretTestError, match="'other'"):
+    with pytest.raises(errors.SecretTestError, match="'other'"):
         MySQLRotator().probe(session, "other")
 
 
 def test_several_accounts_for_one_user_are_ambiguous_for_a_master(monkeypatch: pytest.MonkeyPatch) -> None:
     server = mysql8_with_app()
     server.accounts[("app", "%")] = Account([])
-    with pytest.raises(PasswordChangeError, match="several hosts"):
+    with pytest.raises(errors.PasswordChangeError, match="several hosts"):
         set_secret(server, monkeypatch, master=True)
     assert writes(server.sent) == []
 
@@ -775,14 +761,10 @@ def test_several_accounts_for_one_user_are_ambiguous_for_a_master(monkeypatch: p
     [("mysql", "a" * 27, 32), ("aurora-mysql", "a" * 27, 32), ("mariadb", "a" * 75, 80)],
 )
 def test_a_clone_name_over_the_limit_fails_at_create(engine: str, name: str, limit: int) -> None:
-    def make_pending(username: str) -> DatabaseSecret:
+    def pending_of(username: str) -> DatabaseSecret:
         value = {"engine": engine, "host": "db", "username": username, "password": "P-1", "masterarn": "m"}
-        rotator = MySQLRotator(SecretStore(cast(Any, FakeSecretsManager({("demo", AWSCURRENT): value}, NEW))))
-        meta = SecretMeta(
-            "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
-        )
-        return rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
+        return make_pending(MySQLRotator(store(FakeSecretsManager({("demo", AWSCURRENT): value}, NEW))))
 
-    with pytest.raises(SecretFormatError, match=f"longer than {limit} characters"):
-        make_pending(name)
-    assert make_pending(name[:-1]).username == name[:-1] + "_clone", "one character less fits"
+    with pytest.raises(errors.SecretFormatError, match=f"longer than {limit} characters"):
+        pending_of(name)
+    assert pending_of(name[:-1]).username == name[:-1] + "_clone", "one character less fits"

@@ -14,20 +14,12 @@ from typing import Any, cast
 
 import pytest
 
+from rotators import errors
 from rotators.engines.oracle import OracleRotator
 from rotators.engines.oracle_grants import ACCOUNT_SQL, ADMIN_POWER_SQL
-from rotators.errors import (
-    ConfigurationError,
-    LoginError,
-    PasswordChangeError,
-    PrivilegeError,
-    SecretFormatError,
-    SecretTestError,
-    TargetMismatchError,
-)
 from rotators.rotation import Step
-from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretStore
-from tests.offline import NEW_PASSWORD, FakeSecretsManager, context, create_then_set
+from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS
+from tests.offline import NEW_PASSWORD, FakeSecretsManager, context, create_then_set, store
 from tests.oracle_double import Dictionary, OracleDouble, ora_error
 
 LOGIN = {"engine": "oracle", "host": "db.example", "port": 2484, "dbname": "ORCLPDB1"}
@@ -55,7 +47,7 @@ def rotation(
     if pending:
         values[("demo", AWSPENDING)] = {**values[("demo", AWSCURRENT)], **pending}
     client = FakeSecretsManager(values)
-    return OracleRotator(SecretStore(cast(Any, client))), client
+    return OracleRotator(store(client)), client
 
 
 def set_secret(rotator: OracleRotator, client: FakeSecretsManager) -> None:
@@ -101,7 +93,7 @@ def test_single_user_with_no_working_password_fails_and_sends_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     double = OracleDouble(passwords={"APP": "Set-by-hand-9"}).install(monkeypatch)
-    with pytest.raises(LoginError, match="No staged version"):
+    with pytest.raises(errors.LoginError, match="No staged version"):
         set_secret(*rotation("app", previous=PREVIOUS, password=NEW_PASSWORD))
     assert double.statements == []
 
@@ -124,7 +116,7 @@ def test_a_verify_function_refusal_is_clear_and_hides_both_passwords(monkeypatch
         28003, f"password verification for the specified password failed {NEW_PASSWORD} {OLD}"
     )
     double = OracleDouble(passwords={"APP": OLD}, fail_at={0: refusal}).install(monkeypatch)
-    with pytest.raises(PasswordChangeError) as caught:
+    with pytest.raises(errors.PasswordChangeError) as caught:
         set_secret(*rotation("app"))
     message = str(caught.value)
     assert message.startswith('Oracle refused ALTER USER "APP": ORA-28003')
@@ -138,7 +130,7 @@ def test_a_password_longer_than_the_server_accepts_fails_before_any_statement(
 ) -> None:
     long_password = "A" + "b1" * 20
     double = OracleDouble(passwords={"APP": OLD}).install(monkeypatch)
-    with pytest.raises(ConfigurationError, match=r"longer than 30 bytes, the limit of Oracle 19\.3"):
+    with pytest.raises(errors.ConfigurationError, match=r"longer than 30 bytes, the limit of Oracle 19\.3"):
         set_secret(*rotation("app", password=long_password))
     assert double.statements == []
 
@@ -155,7 +147,7 @@ def test_a_name_over_30_bytes_fails_on_oracle_12_1_before_any_statement(
 ) -> None:
     name = "A" * 31
     double = OracleDouble(version="12.1.0.2.0", passwords={name: OLD}).install(monkeypatch)
-    with pytest.raises(SecretFormatError, match=r"longer than 30 bytes, the limit of Oracle 12\.1"):
+    with pytest.raises(errors.SecretFormatError, match=r"longer than 30 bytes, the limit of Oracle 12\.1"):
         set_secret(*rotation(name))
     assert double.statements == []
 
@@ -172,7 +164,7 @@ def test_an_illegal_name_in_a_pending_version_is_refused_before_any_login(
 ) -> None:
     double = OracleDouble(passwords={"APP": OLD}).install(monkeypatch)
     rotator, client = rotation('"a"b"', password=NEW_PASSWORD)
-    with pytest.raises(SecretFormatError, match="cannot be quoted"):
+    with pytest.raises(errors.SecretFormatError, match="cannot be quoted"):
         set_secret(rotator, client)
     assert double.connects == [] and double.statements == []
 
@@ -318,7 +310,7 @@ def test_a_clone_holding_more_than_the_original_is_not_taken_over(monkeypatch: p
     found.tab_privs += [("APP_CLONE", "SALES", "OLD_TABLE", "DELETE", "NO", "TABLE")]
     found.col_privs += [("APP_CLONE", "SALES", "CUSTOMERS", "PHONE", "UPDATE", "NO")]
     double = OracleDouble(dictionary=found).install(monkeypatch)
-    with pytest.raises(PrivilegeError) as caught:
+    with pytest.raises(errors.PrivilegeError) as caught:
         set_secret(*rotation("app", master=True))
     assert (
         "'app_clone' holds what 'app' does not: CREATE TABLE WITH ADMIN OPTION, role DBA, "
@@ -414,14 +406,14 @@ def test_an_unexpected_privilege_name_is_refused_before_any_change(monkeypatch: 
     found.user("APP")
     found.sys_privs.append(("APP", "CREATE SESSION TO PUBLIC; --", "NO"))
     double = OracleDouble(dictionary=found).install(monkeypatch)
-    with pytest.raises(PasswordChangeError, match="Unexpected privilege name"):
+    with pytest.raises(errors.PasswordChangeError, match="Unexpected privilege name"):
         set_secret(*rotation("app", master=True))
     assert changes(double) == []
 
 
 def test_a_missing_original_fails_before_any_change(monkeypatch: pytest.MonkeyPatch) -> None:
     double = OracleDouble(dictionary=Dictionary()).install(monkeypatch)
-    with pytest.raises(PasswordChangeError, match="no user 'APP' to clone"):
+    with pytest.raises(errors.PasswordChangeError, match="no user 'APP' to clone"):
         set_secret(*rotation("app", master=True))
     assert double.statements == CHECKS_NEW_CLONE + READS[:1]
 
@@ -439,7 +431,7 @@ def test_a_master_without_dictionary_access_gets_a_clear_error(
 ) -> None:
     denied = ora_error(942, "table or view does not exist")
     double = OracleDouble(dictionary=app_dictionary(), fail_on={refused: denied}).install(monkeypatch)
-    with pytest.raises(PasswordChangeError) as caught:
+    with pytest.raises(errors.PasswordChangeError) as caught:
         set_secret(*rotation("app", master=True))
     assert str(caught.value).startswith(f"Oracle refused a query of {views}: ORA-00942")
     assert "SELECT_CATALOG_ROLE" in str(caught.value)
@@ -454,7 +446,7 @@ def test_a_failure_midway_names_the_statement_and_a_retry_converges(monkeypatch:
     failing = len(CHECKS_NEW_CLONE) + len(READS) + 3  # CREATE USER, two GRANTs, then the role grant fails
     double = OracleDouble(dictionary=found, fail_at={failing: refusal}).install(monkeypatch)
     rotator, client = rotation("app", master=True)
-    with pytest.raises(PasswordChangeError) as caught:
+    with pytest.raises(errors.PasswordChangeError) as caught:
         set_secret(rotator, client)
     message = str(caught.value)
     assert message.startswith('Oracle refused GRANT "REPORTING" TO "APP_CLONE": ORA-01031')
@@ -476,7 +468,7 @@ def test_a_failure_midway_names_the_statement_and_a_retry_converges(monkeypatch:
 def test_the_master_may_only_set_the_partner_of_the_current_user(monkeypatch: pytest.MonkeyPatch) -> None:
     double = OracleDouble(dictionary=app_dictionary()).install(monkeypatch)
     rotator, client = rotation("app", master=True, username="admin", password=NEW_PASSWORD)
-    with pytest.raises(TargetMismatchError, match="partner"):
+    with pytest.raises(errors.TargetMismatchError, match="partner"):
         set_secret(rotator, client)
     assert double.connects == []
 
@@ -564,7 +556,7 @@ def test_probe_checks_the_session_user(monkeypatch: pytest.MonkeyPatch) -> None:
     assert double.statements == ["SELECT USER, 1 + 1 FROM dual"]
     for row in [("APP", 2), ("App", 3)]:
         OracleDouble(passwords={"App": NEW_PASSWORD}, rows=answering(row)).install(monkeypatch)
-        with pytest.raises(SecretTestError, match="'\"App\"'"):
+        with pytest.raises(errors.SecretTestError, match="'\"App\"'"):
             rotator.test_pending(context(rotator, Step.TEST))
 
 

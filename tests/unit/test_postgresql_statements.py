@@ -14,10 +14,9 @@ from psycopg import sql
 
 from rotators.database import DatabaseSecret
 from rotators.engines.postgresql import PostgreSQLRotator
-from rotators.errors import PasswordChangeError, SecretTestError
-from rotators.rotation import RotationContext, RotationEvent, Step
-from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
-from tests.offline import FakeSecretsManager
+from rotators.errors import SecretTestError
+from rotators.secrets import AWSCURRENT
+from tests.offline import FakeSecretsManager, create_then_set, refused_change, store
 
 SOURCE = "O'Neil-App we\"ird"
 SOURCE_ID = '"O\'Neil-App we""ird"'
@@ -156,18 +155,8 @@ def test_driver_error_becomes_password_change_error_without_the_password(call: s
     refusal = psycopg.errors.InsufficientPrivilege(
         f"permission denied to alter role: {PASSWORD} / {PASSWORD}"
     )
-    conn = RecordingConnection(fail_with=refusal)
-    rotator = PostgreSQLRotator()
-    with pytest.raises(PasswordChangeError) as caught:
-        if call == "set_password":
-            rotator.set_password(conn.as_conn(), "app", PASSWORD)
-        else:
-            rotator.clone_user(conn.as_conn(), "app", "app_clone", PASSWORD)
-    message = str(caught.value)
-    assert "permission denied to alter role" in message
-    assert "<redacted>" in message
-    assert PASSWORD not in message
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained original
+    conn = RecordingConnection(fail_with=refusal).as_conn()
+    assert "permission denied to alter role" in refused_change(PostgreSQLRotator(), conn, call, PASSWORD)
 
 
 # -- which statements setSecret of a master (alternating-users) rotation sends -------------------------
@@ -175,7 +164,7 @@ class OfflinePostgreSQLRotator(PostgreSQLRotator):
     """The real engine, whose connect() hands out the recording connection instead of a socket."""
 
     def __init__(self, client: FakeSecretsManager, conn: RecordingConnection) -> None:
-        super().__init__(SecretStore(cast(Any, client)))
+        super().__init__(store(client))
         self.conn = conn
         self.logins: list[str] = []
 
@@ -195,12 +184,7 @@ def master_set_sql(current_user: str) -> list[str]:
         }
     )
     rotator = OfflinePostgreSQLRotator(client, RecordingConnection(session_row=(current_user, 2)))
-    meta = SecretMeta(
-        "arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})}
-    )
-    pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), meta))
-    client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
-    rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), meta))
+    create_then_set(rotator, client)
     assert rotator.logins == [current_user, "postgres"], "AWSCURRENT proves itself before the master acts"
     sent = [text for text, _, _ in rotator.conn.sent]
     checks = [i for i, text in enumerate(sent) if text.lstrip().startswith(("SELECT session_user", *_SAFETY))]

@@ -17,6 +17,7 @@ from typing import Any, cast
 import pytest
 from redshift_connector.error import InterfaceError, ProgrammingError
 
+from rotators import errors
 from rotators.database import DatabaseSecret, LoginRefusedError
 from rotators.engines import redshift
 from rotators.engines.redshift import RedshiftRotator
@@ -33,20 +34,8 @@ from rotators.engines.redshift_sql import (
     password_literal,
     password_problems,
 )
-from rotators.errors import (
-    ConfigurationError,
-    DatabaseUnavailableError,
-    LoginError,
-    PasswordChangeError,
-    PrivilegeError,
-    SecretFormatError,
-    SecretTestError,
-    TargetMismatchError,
-    VersionStageError,
-)
-from rotators.rotation import RotationContext, RotationEvent, Step
-from rotators.secrets import AWSCURRENT, AWSPENDING, SecretMeta, SecretStore
-from tests.offline import FakeSecretsManager
+from rotators.secrets import AWSCURRENT
+from tests.offline import FakeSecretsManager, create_then_set, make_pending, redacted, store
 
 NEW = "New-Pass-2Xy!"
 
@@ -90,7 +79,7 @@ def test_password_rules(password: str, problems: list[str]) -> None:
 
 def test_a_literal_is_made_only_of_a_password_that_passed() -> None:
     assert password_literal("Abcdefg1") == "'Abcdefg1'"
-    with pytest.raises(SecretFormatError, match="Redshift's rules") as caught:
+    with pytest.raises(errors.SecretFormatError, match="Redshift's rules") as caught:
         password_literal("Abc'; DROP USER x; --1")
     assert "DROP" not in str(caught.value), "the password is never repeated"
 
@@ -126,7 +115,7 @@ def test_a_policy_that_could_make_a_refused_password_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(errors.ConfigurationError, match=message):
         RedshiftRotator().password_policy()
 
 
@@ -230,7 +219,6 @@ class FakeCursor:
         pass
 
 
-META = SecretMeta("arn:demo", "demo", True, {"v1": frozenset({AWSCURRENT}), "v2": frozenset({AWSPENDING})})
 OLD, MASTER = "Old-Pass-1", "Master-Pass-3"
 SOURCE = ("app", "app_clone")  # has_*_privilege(source) AND NOT has_*_privilege(clone)
 
@@ -243,7 +231,7 @@ def rotator_for(
     values = {("demo", AWSCURRENT): {**current, "masterarn": "m"} if master else current}
     values[("m", AWSCURRENT)] = {**login, "username": master_user, "password": MASTER}
     client = FakeSecretsManager(values, new)
-    return RedshiftRotator(SecretStore(cast(Any, client))), client
+    return RedshiftRotator(store(client)), client
 
 
 def set_secret(
@@ -255,10 +243,7 @@ def set_secret(
 ) -> list[str]:
     """createSecret then setSecret through the real engine; the SQL sent (with any arguments)."""
     monkeypatch.setattr(redshift, "GuardedConnection", server.login)
-    rotator, client = rotator_for(user, master, **options)
-    pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), META))
-    client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
-    rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), META))
+    create_then_set(*rotator_for(user, master, **options))
     assert server.autocommit and server.closed
     return [query if args is None else f"{query} {list(args)}" for query, args in server.sent]
 
@@ -384,21 +369,21 @@ def test_names_are_quoted_by_the_server() -> None:
 
 
 def test_refusals_are_typed_and_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(PasswordChangeError, match="42501") as caught:
+    with pytest.raises(errors.PasswordChangeError, match="42501") as caught:
         set_secret(FakeRedshift(fail_on="ALTER USER"), monkeypatch)
-    assert NEW not in str(caught.value) and "<redacted>" in str(caught.value)
+    redacted(caught.value, NEW)
 
 
 def test_a_generated_password_redshift_would_refuse_is_never_staged() -> None:
     rotator, _ = rotator_for("app", master=False, new="alllowercase-but-1")
-    with pytest.raises(ConfigurationError, match="an upper case letter") as caught:
-        rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), META))
+    with pytest.raises(errors.ConfigurationError, match="an upper case letter") as caught:
+        make_pending(rotator)
     assert "alllowercase" not in str(caught.value)
 
 
 def test_probe() -> None:
     RedshiftRotator().probe(cast(Any, FakeRedshift(session_user="app")), "app")
-    with pytest.raises(SecretTestError, match="'app'"):
+    with pytest.raises(errors.SecretTestError, match="'app'"):
         RedshiftRotator().probe(cast(Any, FakeRedshift(session_user="admin")), "app")
 
 
@@ -449,7 +434,7 @@ def test_a_ca_bundle_is_trusted_while_connecting_only(
     monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
     assert connect_kwargs(monkeypatch, secret(sslrootcert=str(bundle)))["ssl_cert_file"] == str(bundle)
     assert os.environ["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt", "restored"
-    with pytest.raises(ConfigurationError, match="does not exist"):
+    with pytest.raises(errors.ConfigurationError, match="does not exist"):
         connect_kwargs(monkeypatch, secret(sslrootcert=str(tmp_path / "missing.pem")))
 
 
@@ -465,12 +450,12 @@ def test_a_ca_bundle_is_trusted_while_connecting_only(
         ),
         (
             InterfaceError("communication error", "Old-Pass-1 timed out"),
-            DatabaseUnavailableError,
+            errors.DatabaseUnavailableError,
             "Cannot connect to Redshift at cluster:5439",
         ),
         (
             ProgrammingError({"S": "FATAL", "C": "3D000", "M": 'database "dev" does not exist'}),
-            DatabaseUnavailableError,
+            errors.DatabaseUnavailableError,
             "does not exist",
         ),
     ],
@@ -509,7 +494,7 @@ def test_the_masters_own_user_is_never_a_target_in_any_case(
     """`admin_clone`'s partner is the master; `admin`'s clone would be the master's twin. Redshift
     folds names to lower case, so `ADMIN` is `admin`. No login happens at all."""
     server = FakeRedshift(users={"app", "admin", "admin_clone"})
-    refused(server, monkeypatch, TargetMismatchError, "master user", user=user, master=True)
+    refused(server, monkeypatch, errors.TargetMismatchError, "master user", user=user, master=True)
     assert server.logins == []
 
 
@@ -518,7 +503,7 @@ def test_a_master_named_in_mixed_case_is_recognised(monkeypatch: pytest.MonkeyPa
     refused(
         server,
         monkeypatch,
-        TargetMismatchError,
+        errors.TargetMismatchError,
         "master user",
         user="admin_clone",
         master=True,
@@ -532,7 +517,7 @@ def test_an_awscurrent_that_does_not_log_in_stops_the_master(monkeypatch: pytest
         users={"app", "admin", "app_clone"},
         passwords={"app": "Someone-Elses-1", "app_clone": "Someone-Elses-2"},
     )
-    refused(server, monkeypatch, LoginError, "does not log in as 'app'", master=True)
+    refused(server, monkeypatch, errors.LoginError, "does not log in as 'app'", master=True)
     assert "admin" not in server.logins
 
 
@@ -545,7 +530,12 @@ def test_an_unrelated_victim_clone_does_not_get_the_victims_password(monkeypatch
         privileges={"table": {("victim", "victim_clone"): [("hr.salaries", "SELECT")]}},
     )
     message = refused(
-        server, monkeypatch, PrivilegeError, "lacks what 'victim' holds", user="victim_clone", master=True
+        server,
+        monkeypatch,
+        errors.PrivilegeError,
+        "lacks what 'victim' holds",
+        user="victim_clone",
+        master=True,
     )
     assert (
         "group payroll" in message
@@ -563,7 +553,7 @@ def test_a_clone_that_lacks_an_attribute_or_admin_option_of_the_original_is_refu
         createdb={"victim"},
         roles={"victim": [("etl", True)], "victim_clone": [("etl", False)]},
     )
-    message = refused(server, monkeypatch, PrivilegeError, "lacks", user="victim_clone", master=True)
+    message = refused(server, monkeypatch, errors.PrivilegeError, "lacks", user="victim_clone", master=True)
     assert "CREATEDB" in message and "role etl WITH ADMIN OPTION" in message
 
 
@@ -587,7 +577,7 @@ def test_a_pre_existing_clone_with_more_than_the_original_is_not_taken_over(
 ) -> None:
     server = FakeRedshift(users={"app", "app_clone", "admin"}, **clone)
     message = refused(
-        server, monkeypatch, PrivilegeError, "'app_clone' holds what 'app' does not", master=True
+        server, monkeypatch, errors.PrivilegeError, "'app_clone' holds what 'app' does not", master=True
     )
     assert named in message
 
@@ -597,7 +587,7 @@ def test_a_long_list_is_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeRedshift(
         users={"app", "app_clone", "admin"}, privileges={"table": {("app_clone", "app"): tables}}
     )
-    message = refused(server, monkeypatch, PrivilegeError, "and 12 more", master=True)
+    message = refused(server, monkeypatch, errors.PrivilegeError, "and 12 more", master=True)
     assert "s.t07" in message and "s.t08" not in message
 
 
@@ -621,7 +611,7 @@ def test_an_administrative_source_is_refused_unless_the_secret_opts_in(
 ) -> None:
     """Superuser (Redshift's CREATEUSER), and RBAC roles held directly or through other roles."""
     message = refused(
-        FakeRedshift(**source), monkeypatch, PrivilegeError, "allow_privileged_user", master=True
+        FakeRedshift(**source), monkeypatch, errors.PrivilegeError, "allow_privileged_user", master=True
     )
     assert named in message
 
@@ -669,16 +659,13 @@ def test_each_login_uses_its_own_secrets_tls(monkeypatch: pytest.MonkeyPatch) ->
         return server.login(**kwargs)
 
     monkeypatch.setattr(redshift, "GuardedConnection", login)
-    rotator, client = rotator_for("app", master=True, ssl=False)
-    pending = rotator.make_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.CREATE), META))
-    client.values[("demo", AWSPENDING)] = json.loads(pending.to_json())
-    rotator.set_pending(RotationContext(rotator, RotationEvent("demo", "v2", Step.SET), META))
+    create_then_set(*rotator_for("app", master=True, ssl=False))
     assert seen == [("app", False, "verify-ca"), ("admin", True, "verify-full")]
 
 
 def test_a_pending_version_that_lost_awspending_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeRedshift()
     monkeypatch.setattr(FakeSecretsManager, "describe_secret", lambda self, **_: {
-        "ARN": META.arn, "Name": META.name, "VersionIdsToStages": {"v1": ["AWSCURRENT"], "v3": ["AWSPENDING"]}
+        "ARN": "arn:demo", "Name": "demo", "VersionIdsToStages": {"v1": ["AWSCURRENT"], "v3": ["AWSPENDING"]}
     })  # fmt: skip
-    refused(server, monkeypatch, VersionStageError, "lost AWSPENDING", master=True)
+    refused(server, monkeypatch, errors.VersionStageError, "lost AWSPENDING", master=True)
