@@ -36,11 +36,16 @@ def pair(db: Database, master_arn: str) -> tuple[str, Login]:
     return db.store(login, masterarn=master_arn), login
 
 
-def _fails_at_set(db: Database, arn: str, error: type[Exception], message: str) -> None:
-    """createSecret, then a setSecret that fails with `error` and moves no label."""
+def _created(db: Database, arn: str) -> str:
+    """A new rotation of `arn`, as far as its pending value (createSecret): its token."""
     token = db.sm.start_rotation(arn)
     db.invoke(arn, token, "createSecret")
-    db.fails(arn, token, "setSecret", error, message)
+    return token
+
+
+def _fails_at_set(db: Database, arn: str, error: type[Exception], message: str) -> None:
+    """createSecret, then a setSecret that fails with `error` and moves no label."""
+    db.fails(arn, _created(db, arn), "setSecret", error, message)
 
 
 @pytest.mark.parametrize("engine", ALL)
@@ -94,8 +99,7 @@ def test_a_master_secret_marked_for_deletion_is_named_in_the_error(
     db: Database, pair: tuple[str, Login], master_arn: str
 ) -> None:
     arn, _ = pair
-    token = db.sm.start_rotation(arn)
-    db.invoke(arn, token, "createSecret")
+    token = _created(db, arn)
     db.sm.client.delete_secret(SecretId=master_arn, RecoveryWindowInDays=7)
     db.fails(arn, token, "setSecret", SecretNotFoundError, r"named by 'masterarn'.*marked")
     db.sm.client.restore_secret(SecretId=master_arn)

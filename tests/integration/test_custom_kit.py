@@ -86,23 +86,27 @@ def test_the_kit_fails_a_broken_rotator(
     assert "sk_" not in str(failure.value), "the kit's own message names no key"
 
 
+@pytest.mark.parametrize(
+    ("rotator", "keeps_previous", "message"),
+    [
+        (ApiKeyUpdater, True, r"AWSPREVIOUS .* does not work"),
+        (ApiKeyRotator, False, "still works: declare keeps_previous=True"),
+    ],
+    ids=["updater-says-it-keeps", "issuer-says-it-does-not"],
+)
 def test_a_wrong_keeps_previous_is_caught(
-    rotator_conformance: RotatorConformance, service: ApiKeyService
+    rotator_conformance: RotatorConformance,
+    service: ApiKeyService,
+    rotator: type[ApiKeyRotator | ApiKeyUpdater],
+    keeps_previous: bool,
+    message: str,
 ) -> None:
-    with pytest.raises(AssertionError, match=r"AWSPREVIOUS .* does not work"):
+    with pytest.raises(AssertionError, match=message):
         rotator_conformance.check(
-            ApiKeyUpdater,
+            rotator,
             new_secret=fresh(service),
             accepts=accepts(service),
-            keeps_previous=True,
-            scenarios=["two_rotations"],
-        )
-    with pytest.raises(AssertionError, match="still works: declare keeps_previous=True"):
-        rotator_conformance.check(
-            ApiKeyRotator,
-            new_secret=fresh(service),
-            accepts=accepts(service),
-            keeps_previous=False,
+            keeps_previous=keeps_previous,
             scenarios=["two_rotations"],
         )
 

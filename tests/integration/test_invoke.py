@@ -206,28 +206,33 @@ def rotate_secret_calls() -> Iterator[list[dict[str, Any]]]:
     events.unregister("provide-client-params.secrets-manager.RotateSecret", record)
 
 
+WireRun = Callable[..., tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture
+def wire(secret: str, stack: str, leak_check: Watched, rotate_secret_calls: list[dict[str, Any]]) -> WireRun:
+    """`rotators wire` of the test's secret to the stack's rotator, with more `options`; it must
+    succeed: what it printed, and the RotateSecret request it sent."""
+
+    def run(*options: str) -> tuple[str, dict[str, Any]]:
+        code = main(["wire", "--secret-id", secret, "--engine", "postgresql", "--stack", stack, *options])
+        out, err = outputs(leak_check)
+        assert code == 0, err
+        return out, rotate_secret_calls[-1]
+
+    return run
+
+
 def test_wire_attaches_the_stacks_rotator_then_rotate_uses_it(
-    local_sm: LocalSecretsManager,
-    admin: Admin,
-    secret: str,
-    stack: str,
-    leak_check: Watched,
-    rotate_secret_calls: list[dict[str, Any]],
+    local_sm: LocalSecretsManager, admin: Admin, secret: str, leak_check: Watched, wire: WireRun
 ) -> None:
-    code = main(
-        [
-            *("wire", "--secret-id", secret, "--engine", "postgresql", "--stack", stack),
-            *("--schedule", "30", "--no-rotate-immediately"),
-        ]
-    )
-    out, err = outputs(leak_check)
-    assert code == 0, err
+    out, request = wire("--schedule", "30", "--no-rotate-immediately")
     assert f"to {local_sm.rotation_lambda_arn}" in out
     described = local_sm.client.describe_secret(SecretId=secret)
     assert described["RotationLambdaARN"] == local_sm.rotation_lambda_arn
     assert described["RotationEnabled"]
-    assert rotate_secret_calls[-1]["RotationRules"] == {"AutomaticallyAfterDays": 30}
-    assert rotate_secret_calls[-1]["RotateImmediately"] is False
+    assert request["RotationRules"] == {"AutomaticallyAfterDays": 30}
+    assert request["RotateImmediately"] is False
 
     before = local_sm.value(secret, "AWSCURRENT")["password"]
     assert main(["rotate", "--secret-id", secret, "--engine", "postgresql", "-t", TEMPLATE]) == 0
@@ -236,23 +241,12 @@ def test_wire_attaches_the_stacks_rotator_then_rotate_uses_it(
 
 
 def test_wire_sends_the_schedule_window_and_immediate_rotation(
-    local_sm: LocalSecretsManager,
-    secret: str,
-    stack: str,
-    leak_check: Watched,
-    rotate_secret_calls: list[dict[str, Any]],
+    local_sm: LocalSecretsManager, wire: WireRun
 ) -> None:
-    code = main(
-        ["wire", "--secret-id", secret, "--engine", "postgresql", "--stack", stack, "--duration", "3h"]
-    )
-    outputs(leak_check)
-    assert code == 0
-    assert rotate_secret_calls[-1]["RotationRules"] == {
-        "ScheduleExpression": "rate(30 days)",
-        "Duration": "3h",
-    }
-    assert rotate_secret_calls[-1]["RotateImmediately"] is True
-    assert rotate_secret_calls[-1]["RotationLambdaARN"] == local_sm.rotation_lambda_arn
+    _, request = wire("--duration", "3h")
+    assert request["RotationRules"] == {"ScheduleExpression": "rate(30 days)", "Duration": "3h"}
+    assert request["RotateImmediately"] is True
+    assert request["RotationLambdaARN"] == local_sm.rotation_lambda_arn
 
 
 def test_wire_says_what_is_missing(

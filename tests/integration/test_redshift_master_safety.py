@@ -33,7 +33,7 @@ from rotators.errors import (
 )
 from rotators.testing.secretsmanager import LocalSecretsManager
 from tests.conftest import STEPS, Admin, Watched, invoke, redshift_secret
-from tests.listeners import Listener
+from tests.listeners import Listener, read_exactly
 from tests.redshift_shims import SSL_REQUEST, StartupParameterProxy
 
 pytestmark = pytest.mark.usefixtures("redshift_shims")
@@ -103,6 +103,16 @@ class Cast:
         for name in (self.master, *names):
             assert self.admin.logs_in(name, self.passwords[name]), f"{name} still logs in"
 
+    def attack_changes_nothing(
+        self, username: str, password: str, error: type[Exception], match: str, *logs_in: str
+    ) -> None:
+        """The attack on an app secret of `username` fails (see `attack`), no user, membership,
+        attribute or grant was made, and the master and `logs_in` still log in as before."""
+        before = self.snapshot()
+        self.attack(self.app_secret(username, password), error, match)
+        assert self.snapshot() == before, "no user, membership, attribute or grant was made"
+        self.assert_everyone_logs_in(*logs_in)
+
     def attack(self, arn: str, error: type[Exception], match: str) -> None:
         """The whole rotation, as Secrets Manager would run it: it stops with `error` at setSecret
         (or before), changes no label, and the pending password logs in as nobody it names."""
@@ -134,22 +144,14 @@ def test_the_masters_clone_name_does_not_reach_the_masters_password(
 ) -> None:
     """`<master>_clone`'s partner is the master. Even a user of that name that the attacker can
     log in as (here: made for the test) does not make the master change its own password."""
-    name = spelling(cast.master) + "_clone"
-    cast.user(name)
-    before = cast.snapshot()
-    arn = cast.app_secret(name, cast.passwords[name])
-    cast.attack(arn, TargetMismatchError, "master user")
-    assert cast.snapshot() == before
-    cast.assert_everyone_logs_in(name)
+    name = cast.user(spelling(cast.master) + "_clone")
+    cast.attack_changes_nothing(name, cast.passwords[name], TargetMismatchError, "master user", name)
 
 
 @pytest.mark.parametrize("spelling", [str, str.lower, str.upper])
 def test_the_masters_own_name_makes_no_superuser_clone(cast: Cast, spelling: Callable[[str], str]) -> None:
-    before = cast.snapshot()
-    arn = cast.app_secret(spelling(cast.master), "Guessed-Pass-1")
-    cast.attack(arn, TargetMismatchError, "master user")
-    assert cast.snapshot() == before, f"no {cast.master}_clone, no grant"
-    cast.assert_everyone_logs_in()
+    """Not even a `<master>_clone` appears: the snapshot sees every role of the test."""
+    cast.attack_changes_nothing(spelling(cast.master), "Guessed-Pass-1", TargetMismatchError, "master user")
 
 
 # -- 3: an unrelated `victim_clone`, and a pre-existing privileged clone ---------------------------------
@@ -158,11 +160,8 @@ def test_an_unrelated_victim_clone_does_not_get_the_victims_password(cast: Cast)
     cast.admin.sql(f'GRANT USAGE ON SCHEMA "{cast.schema}" TO "{victim}"')
     cast.admin.sql(f'GRANT SELECT ON "{cast.schema}".payroll TO "{victim}"')
     mine = cast.user(f"{victim}_clone")  # the attacker's own user, which happens to have that name
-    before = cast.snapshot()
-    arn = cast.app_secret(mine, cast.passwords[mine])
-    cast.attack(arn, PrivilegeError, rf"'{mine}' lacks what '{victim}' holds: .*SELECT ON TABLE")
-    assert cast.snapshot() == before
-    cast.assert_everyone_logs_in(victim, mine)
+    lacks = rf"'{mine}' lacks what '{victim}' holds: .*SELECT ON TABLE"
+    cast.attack_changes_nothing(mine, cast.passwords[mine], PrivilegeError, lacks, victim, mine)
 
 
 def test_a_pre_existing_privileged_clone_is_not_taken_over(cast: Cast) -> None:
@@ -175,11 +174,8 @@ def test_a_pre_existing_privileged_clone_is_not_taken_over(cast: Cast) -> None:
     privileged = cast.user(f"{ops}_clone", "CREATEDB")
     cast.admin.sql(f'ALTER GROUP "{group}" ADD USER "{privileged}"')
     cast.admin.sql(f'GRANT SELECT ON "{cast.schema}".payroll TO "{privileged}"')
-    before = cast.snapshot()
-    arn = cast.app_secret(ops, cast.passwords[ops])
-    cast.attack(arn, PrivilegeError, rf"'{privileged}' holds what '{ops}' does not: CREATEDB, group {group}")
-    assert cast.snapshot() == before
-    cast.assert_everyone_logs_in(ops, privileged)
+    holds = rf"'{privileged}' holds what '{ops}' does not: CREATEDB, group {group}"
+    cast.attack_changes_nothing(ops, cast.passwords[ops], PrivilegeError, holds, ops, privileged)
 
 
 def test_a_pre_existing_clone_with_less_is_completed_as_before(cast: Cast) -> None:
@@ -200,11 +196,8 @@ def test_a_pre_existing_clone_with_less_is_completed_as_before(cast: Cast) -> No
 # -- administrative power: refused unless the secret opts in ---------------------------------------------
 def test_a_superuser_source_is_refused_unless_the_secret_opts_in(cast: Cast) -> None:
     boss = cast.user(f"boss_{cast.tag}", "SUPERUSER")
-    before = cast.snapshot()
-    arn = cast.app_secret(boss, cast.passwords[boss])
-    cast.attack(arn, PrivilegeError, rf"'{boss}' is a superuser \(CREATEUSER\).*allow_privileged_user")
-    assert cast.snapshot() == before, f"no {boss}_clone"
-    cast.assert_everyone_logs_in(boss)
+    refused = rf"'{boss}' is a superuser \(CREATEUSER\).*allow_privileged_user"
+    cast.attack_changes_nothing(boss, cast.passwords[boss], PrivilegeError, refused, boss)
 
     opted_in = cast.app_secret(f"{boss}", cast.passwords[boss], allow_privileged_user=True)
     invoke(handler, opted_in, cast.sm.start_rotation(opted_in))
@@ -218,11 +211,9 @@ def test_a_superuser_source_is_refused_unless_the_secret_opts_in(cast: Cast) -> 
 # -- the confused-deputy guard: an AWSCURRENT that does not log in -----------------------------------------
 def test_an_awscurrent_that_does_not_log_in_makes_the_master_change_nothing(cast: Cast) -> None:
     victim = cast.user(f"victim_{cast.tag}")
-    before = cast.snapshot()
-    arn = cast.app_secret(victim, "Guessed-Pass-1")
-    cast.attack(arn, LoginError, f"does not log in as '{victim}'")
-    assert cast.snapshot() == before, f"no {victim}_clone"
-    cast.assert_everyone_logs_in(victim)
+    cast.attack_changes_nothing(
+        victim, "Guessed-Pass-1", LoginError, f"does not log in as '{victim}'", victim
+    )
 
 
 # -- a hostile listener: refuses TLS, asks for the password in clear text, records what arrives -----------
@@ -242,12 +233,12 @@ class HostileListener(Listener):
         with client:
             client.settimeout(5)
             try:
-                length, code = struct.unpack("!ii", _exactly(client, 8))
+                length, code = struct.unpack("!ii", read_exactly(client, 8))
                 if code == SSL_REQUEST:
                     self.ssl_requests += 1
                     client.sendall(b"N")
-                    length, code = struct.unpack("!ii", _exactly(client, 8))
-                body = _exactly(client, length - 8)
+                    length, code = struct.unpack("!ii", read_exactly(client, 8))
+                body = read_exactly(client, length - 8)
                 fields = body.split(b"\0")
                 user = dict(zip(fields[0::2], fields[1::2], strict=False)).get(b"user", b"").decode()
                 if self.relay and user == self.relay_user:
@@ -269,16 +260,6 @@ class HostileListener(Listener):
             _pump(client, upstream)
 
 
-def _exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise OSError("closed")
-        data += chunk
-    return data
-
-
 def _pump(source: socket.socket, sink: socket.socket) -> None:
     try:
         while data := source.recv(65536):
@@ -293,9 +274,8 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 @pytest.fixture
 def listener() -> Iterator[HostileListener]:
-    found = HostileListener()
-    yield found
-    found.close()
+    with HostileListener() as found:
+        yield found
 
 
 def hostile_secret(listener: HostileListener, username: str, password: str, **extra: Any) -> dict[str, Any]:
@@ -353,8 +333,7 @@ def test_the_master_password_never_reaches_a_listener_named_by_the_app_secret(
     admin.create_role(app, app_password)
     master, master_password = f"master_{role_name}", new_password()
     admin.create_role(master, master_password, "SUPERUSER")
-    listener = HostileListener(relay_user=app, relay=(redshift_proxy.host, redshift_proxy.port))
-    try:
+    with HostileListener(relay_user=app, relay=(redshift_proxy.host, redshift_proxy.port)) as listener:
         master_arn = local_sm.create_secret(master, hostile_secret(listener, master, master_password))
         arn = local_sm.create_secret(
             app,
@@ -381,8 +360,6 @@ def test_the_master_password_never_reaches_a_listener_named_by_the_app_secret(
         assert master_password.encode() not in listener.received and listener.received == b""
         assert local_sm.stages(arn) == labels
         assert admin.logs_in(master, master_password) and admin.logs_in(app, app_password)
-    finally:
-        listener.close()
 
 
 def test_a_single_user_without_tls_never_sends_its_password_in_clear(

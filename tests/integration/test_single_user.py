@@ -31,6 +31,13 @@ def _without_password(value: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if k != "password"}
 
 
+def _created(db: Database, arn: str) -> str:
+    """A new rotation of `arn`, as far as its pending value (createSecret): its token."""
+    token = db.sm.start_rotation(arn)
+    db.invoke(arn, token, "createSecret")
+    return token
+
+
 @pytest.mark.parametrize("engine", ALL)
 def test_rotation_changes_the_password_and_moves_the_labels(db: Database, app: tuple[str, Login]) -> None:
     arn, login = app
@@ -66,8 +73,7 @@ def test_every_step_repeated_is_harmless(db: Database, app: tuple[str, Login]) -
 @pytest.mark.parametrize("engine", ALL)
 def test_repeated_create_keeps_the_first_pending_value(db: Database, app: tuple[str, Login]) -> None:
     arn, _ = app
-    token = db.sm.start_rotation(arn)
-    db.invoke(arn, token, "createSecret")
+    token = _created(db, arn)
     first = db.sm.value(arn, AWSPENDING)
     db.invoke(arn, token, "createSecret")
     assert db.sm.value(arn, AWSPENDING) == first
@@ -88,8 +94,7 @@ def test_crash_after_set_then_full_retry_with_the_same_token(db: Database, app: 
 @pytest.mark.parametrize("engine", ALL)
 def test_abandoned_rotation_with_another_token(db: Database, app: tuple[str, Login]) -> None:
     arn, login = app
-    abandoned = db.sm.start_rotation(arn)
-    db.invoke(arn, abandoned, "createSecret")
+    abandoned = _created(db, arn)
     db.rotate(arn)
     db.assert_rotated(arn, login.password)
     db.fails(arn, abandoned, "setSecret", VersionStageError, "not AWSPENDING")  # a stale token moves nothing
@@ -116,8 +121,7 @@ def test_password_changed_behind_our_back_fails_clearly_and_moves_nothing(
     arn, login = app
     by_hand = db.new_password()
     db.admin.set_password(login.username, by_hand)
-    token = db.sm.start_rotation(arn)
-    db.invoke(arn, token, "createSecret")
+    token = _created(db, arn)
     db.fails(arn, token, "setSecret", LoginError, "No staged version")
     assert db.logs_in(login.username, by_hand), "the working password was not touched"
 
@@ -130,8 +134,7 @@ def test_server_down_during_set_raises_and_the_retry_succeeds(
     db = own_db
     login = db.add_user()
     arn = db.store(login)
-    token = db.sm.start_rotation(arn)
-    db.invoke(arn, token, "createSecret")
+    token = _created(db, arn)
 
     db.stop()
     db.fails(arn, token, "setSecret", DatabaseUnavailableError, db.engine.unavailable)
@@ -166,8 +169,7 @@ def test_a_certificate_that_does_not_verify_fails_without_plaintext_fallback(
     stranger = CertificateAuthority.create(tmp_path / "other-ca")
     monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(stranger.cert_path))
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", "1")
-    token = db.sm.start_rotation(arn)
-    db.invoke(arn, token, "createSecret")
+    token = _created(db, arn)
     seen = len(db.client_tls()) if db.engine.features.tls_witness else 0
     db.fails(arn, token, "setSecret", DatabaseUnavailableError, "certificate verify failed")
     if db.engine.features.tls_witness:
@@ -192,8 +194,7 @@ def test_plaintext_only_when_the_secret_says_so(
     if engine.plain_server:
         unsaid = {k: v for k, v in db.secret(login).items() if k != "ssl"}
         silent = db.sm.create_secret(db.name("silent"), unsaid)
-        token = db.sm.start_rotation(silent)
-        db.invoke(silent, token, "createSecret")
+        token = _created(db, silent)
         db.fails(silent, token, "setSecret", DatabaseUnavailableError, engine.no_tls_error)
         assert db.logs_in(login.username, login.password), "no plaintext fallback: nothing changed"
 
