@@ -58,7 +58,17 @@ _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # libpq's sslmode values the rotator takes: `disable` is "ssl": false; allow and prefer fall back
 # to plaintext without a word, so a secret cannot ask for them.
 _SSLMODES = ("disable", *TLS_MODES)
-_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: int() also reads Arabic-Indic digits
+_PORT = re.compile(r"[0-9]{1,5}")
+# OpenSSL's words when a chain fails RFC 5280's profile, which Python 3.13 checks (VERIFY_X509_STRICT).
+_NOT_STRICT_X509 = re.compile(
+    r"Missing (?:Authority|Subject) Key Identifier|CA cert not marked critical|does not include key usage"
+)
+STRICT_X509_HINT = (
+    "the server's certificate chain lacks X.509 extensions that Python 3.13 and later require "
+    "(RFC 5280: key identifiers, key usage, critical basic constraints): reissue the database's "
+    "CA and certificate with them (Amazon's RDS CAs have them); until then, only a function on "
+    "python3.12 or older accepts it"
+)  # ASCII digits only: int() also reads Arabic-Indic digits
 
 
 class LoginRefusedError(LoginError):
@@ -489,7 +499,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         if advice := self.login_error(exc):
             where = address(secret)
             return LoginError(f"Did not log in as {shown(username)} at {where}: {text.rstrip('.')}. {advice}")
-        hint = self.error_hint(exc, secret)
+        hint = STRICT_X509_HINT if _NOT_STRICT_X509.search(text) else self.error_hint(exc, secret)
         return DatabaseUnavailableError(
             f"Cannot connect to {label} at {address(secret)}: {text}" + (f"; {hint}" if hint else "")
         )

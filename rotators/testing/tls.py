@@ -89,11 +89,17 @@ class CertificateAuthority:
         return ca
 
     def issue_server_cert(
-        self, cert_path: Path, key_path: Path, hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1")
+        self,
+        cert_path: Path,
+        key_path: Path,
+        hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
+        *,
+        key_identifiers: bool = True,
     ) -> None:
         """A certificate for `hosts` (localhost and its addresses, which verify-full accepts), with
         the extensions a real CA sets (key identifiers, key usage): Python 3.13 verifies strictly
-        (VERIFY_X509_STRICT) and refuses a certificate without an authority key identifier."""
+        (VERIFY_X509_STRICT) and refuses a certificate without an authority key identifier.
+        `key_identifiers=False` issues one as an older private CA might, for the tests of that."""
         ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         key = _key()
@@ -103,17 +109,19 @@ class CertificateAuthority:
             data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
             encipher_only=False, decipher_only=False,
         )  # fmt: skip
-        cert = (
+        builder = (
             _builder(hosts[0], self.name, key.public_key())
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
         )
+        if key_identifiers:
+            subject_key = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+            authority_key = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+            builder = builder.add_extension(subject_key, critical=False).add_extension(
+                authority_key, critical=False
+            )
+        cert = builder.sign(ca_key, hashes.SHA256())
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, key_path)

@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
-from rotators.database import DatabaseSecret, LoginRefusedError
+from rotators.cli.check import run_checks
+from rotators.database import STRICT_X509_HINT, DatabaseSecret, LoginRefusedError
 from rotators.engines.oracle import OracleRotator
 from rotators.errors import DatabaseUnavailableError, LoginError, SecretFormatError
 from rotators.testing.tls import CertificateAuthority
 from tests.listeners import Listener
+from tests.offline import FakeSecretsManager, store
 from tests.oracle_double import OracleDouble, ora_error
 
 PASSWORD = "Secret-pass-1"
@@ -151,9 +153,11 @@ class TlsEndpoint(Listener):
             client.close()
 
 
-def server_context(ca: CertificateAuthority, tmp_path: Path, name: str = "localhost") -> ssl.SSLContext:
+def server_context(
+    ca: CertificateAuthority, tmp_path: Path, name: str = "localhost", *, key_identifiers: bool = True
+) -> ssl.SSLContext:
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
-    ca.issue_server_cert(cert, key, (name,))
+    ca.issue_server_cert(cert, key, (name,), key_identifiers=key_identifiers)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
@@ -222,3 +226,39 @@ def test_tcps_against_a_plain_listener_fails_with_the_hint_and_never_falls_back(
     message = try_login(listener.port)
     assert '"ssl": false' in message
     assert all(chunk[:1] == b"\x16" for chunk in listener.first_bytes if chunk), "only TLS records were sent"
+
+
+@pytest.fixture
+def strict_x509(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.13's default (VERIFY_X509_STRICT) on the Python running the tests."""
+    default = ssl.create_default_context
+
+    def strict(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = default(*args, **kwargs)
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", strict)
+
+
+def test_a_chain_without_key_identifiers_fails_with_what_to_do(
+    ca: CertificateAuthority, tmp_path: Path, listen: Any, strict_x509: None
+) -> None:
+    listener = listen(server_context(ca, tmp_path, key_identifiers=False))
+    message = try_login(listener.port, sslrootcert=str(ca.cert_path))
+    assert "Missing Authority Key Identifier" in message
+    assert STRICT_X509_HINT in message and "2484" not in message
+    assert not any(listener.first_bytes), "nothing was sent to an unverified server"
+
+
+def test_rotators_check_reports_a_chain_without_key_identifiers(
+    ca: CertificateAuthority, tmp_path: Path, listen: Any, strict_x509: None
+) -> None:
+    listener = listen(server_context(ca, tmp_path, key_identifiers=False))
+    value = {"engine": "oracle", "host": "localhost", "port": listener.port, "username": "app"}
+    client = FakeSecretsManager(
+        {("app", "AWSCURRENT"): {**value, "password": PASSWORD, "sslrootcert": str(ca.cert_path)}}
+    )
+    failed = [check for check in run_checks("app", store=store(client)) if check.passed is False]
+    assert [check.name for check in failed] == ["user logs in"]
+    assert STRICT_X509_HINT in failed[0].detail and PASSWORD not in failed[0].detail
