@@ -28,6 +28,11 @@ A = TypeVar("A")
 Q = TypeVar("Q")  # a statement, as the driver takes it
 
 
+def backend(server: Any) -> Any:
+    """The server that holds the users: `server` itself, or the one behind a proxy (Redshift's)."""
+    return getattr(server, "backend", server)
+
+
 class ServerAdmin(Protocol):
     """What every scenario needs from the superuser of an engine's server."""
 
@@ -339,9 +344,9 @@ class Admins:
 
     def of(self, engine: Engine, server: Any) -> ServerAdmin:
         """`server`'s superuser (Redshift's is its PostgreSQL server's)."""
-        key = id(getattr(server, "backend", server))
+        key = id(backend(server))
         if key not in self._admins:
-            self._admins[key] = engine.admin(server, True)
+            self._admins[key] = engine.superuser(server, keep=True)
         return self._admins[key]
 
     def typed(self, engine: Engine, server: Any, kind: type[A]) -> A:

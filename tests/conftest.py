@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 
@@ -53,7 +53,6 @@ __all__ = [
     "MariaDBAdmin",
     "MongoAdmin",
     "invoke",
-    "mongo_secret",
     "mysql_secret",
     "pg_secret",
     "redshift_secret",
@@ -61,7 +60,6 @@ __all__ = [
 
 pg_secret = POSTGRESQL.secret
 mysql_secret = MYSQL.secret
-mongo_secret = DOCUMENTDB.secret
 redshift_secret = REDSHIFT.secret  # of the proxy: its host and port
 
 
@@ -172,14 +170,19 @@ def _record_generated_passwords() -> Iterator[None]:
 
 
 # -- real parts --------------------------------------------------------------------------------------
-F = TypeVar("F", bound=ServerFactory[Any])
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
 S = TypeVar("S", bound=Stoppable)
 
 
-def _closed_after(factory: F) -> Iterator[F]:
-    """A factory for the session: at its end every server it made stops and its files go."""
-    yield factory
-    factory.close()
+def _closed_after(thing: C) -> Iterator[C]:
+    """For the session: at its end `thing` closes (a factory: every server it made stops and its
+    files go)."""
+    yield thing
+    thing.close()
 
 
 def _stopped_after(server: S, *, crash: bool = False) -> Iterator[S]:
@@ -195,10 +198,9 @@ def _no_aws_by_accident() -> None:
 
 
 @pytest.fixture(scope="session")
-def _sm_server() -> Iterator[LocalSecretsManager]:
-    sm = LocalSecretsManager()
-    yield sm
-    sm.close()
+def _sm_server(rotators_local_sm: LocalSecretsManager) -> LocalSecretsManager:
+    """The suite's one local Secrets Manager: the conformance kit's (rotators.testing.conformance)."""
+    return rotators_local_sm
 
 
 @pytest.fixture
@@ -215,9 +217,7 @@ def local_sm(
 @pytest.fixture(scope="session")
 def admins() -> Iterator[Admins]:
     """The superusers of the shared servers, one kept connection each for the whole session."""
-    pool = Admins()
-    yield pool
-    pool.close()
+    yield from _closed_after(Admins())
 
 
 @pytest.fixture
@@ -257,24 +257,35 @@ def own_db(
     return bind(engine, request, monkeypatch, leak_check.add, server="own")
 
 
+# -- the servers: each kind's factory for the session, a server the tests share, one of a test's own ------
+def _servers(
+    make: Callable[[], ServerFactory[Any]], factory: str, shared: str, *, crash: bool = False
+) -> tuple[Any, Any, Any]:
+    """A kind's three fixtures: `factory` for the session (at its end every server it made stops
+    and its files go), `shared`, a server the tests share (they must not stop it; each uses users
+    of its own), and own_`shared`, a server of one test's own, which it may stop and start."""
+
+    @pytest.fixture(scope="session", name=factory)
+    def session_factory() -> Iterator[ServerFactory[Any]]:
+        yield from _closed_after(make())
+
+    @pytest.fixture(scope="session", name=shared)
+    def shared_server(request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(factory).start()
+
+    @pytest.fixture(name=f"own_{shared}")
+    def own_server(request: pytest.FixtureRequest) -> Iterator[Any]:
+        yield from _stopped_after(request.getfixturevalue(factory).start(), crash=crash)
+
+    return session_factory, shared_server, own_server
+
+
+pg_factory, pg, own_pg = _servers(PostgresFactory, "pg_factory", "pg")
+secantus_factory, mongo, own_mongo = _servers(SecantusFactory, "secantus_factory", "mongo", crash=True)
+mariadb_factory, mariadb, own_mariadb = _servers(MariaDBFactory, "mariadb_factory", "mariadb")
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def pg_factory() -> Iterator[PostgresFactory]:
-    yield from _closed_after(PostgresFactory())
-
-
-@pytest.fixture(scope="session")
-def pg(pg_factory: PostgresFactory) -> PostgresServer:
-    """A PostgreSQL server shared by the tests that do not stop it (each uses its own roles)."""
-    return pg_factory.start()
-
-
-@pytest.fixture
-def own_pg(pg_factory: PostgresFactory) -> Iterator[PostgresServer]:
-    """A server of the test's own, for tests that stop and start it."""
-    yield from _stopped_after(pg_factory.start())
-
-
 @pytest.fixture
 def admin(admins: Admins, pg: PostgresServer) -> Admin:
     return admins.typed(POSTGRESQL, pg, Admin)
@@ -296,35 +307,9 @@ def secret(
 
 # -- SecantusDB: a MongoDB-wire server with SCRAM and TLS, for the DocumentDB/MongoDB engine -----------
 @pytest.fixture(scope="session")
-def secantus_factory() -> Iterator[SecantusFactory]:
-    yield from _closed_after(SecantusFactory())
-
-
-@pytest.fixture(scope="session")
-def mongo(secantus_factory: SecantusFactory) -> SecantusServer:
-    """A server shared by the tests that do not stop it (each uses its own users)."""
-    return secantus_factory.start()
-
-
-@pytest.fixture
-def own_mongo(secantus_factory: SecantusFactory) -> Iterator[SecantusServer]:
-    """A server of the test's own, for tests that stop and start it."""
-    yield from _stopped_after(secantus_factory.start(), crash=True)
-
-
-@pytest.fixture(scope="session")
 def plain_mongo(secantus_factory: SecantusFactory) -> SecantusServer:
     """A server that speaks plaintext only (tests of `"ssl": false`)."""
     return secantus_factory.start(tls=False)
-
-
-@pytest.fixture
-def mongo_sm(
-    local_sm: LocalSecretsManager, secantus_factory: SecantusFactory, monkeypatch: pytest.MonkeyPatch
-) -> LocalSecretsManager:
-    """The local Secrets Manager, with the CA of the SecantusDB servers as the rotator's bundle."""
-    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(secantus_factory.ca.cert_path))
-    return local_sm
 
 
 @pytest.fixture
@@ -337,37 +322,12 @@ pytest_plugins = ["rotators.testing.conformance"]
 
 
 @pytest.fixture(scope="session")
-def rotators_local_sm(_sm_server: LocalSecretsManager) -> LocalSecretsManager:
-    """The kit shares the suite's one local Secrets Manager."""
-    return _sm_server
-
-
-@pytest.fixture(scope="session")
 def api_key_service() -> Iterator[ApiKeyService]:
     """A real HTTPS API key service on 127.0.0.1 (rotators/testing/apikeys.py)."""
-    service = ApiKeyService()
-    yield service
-    service.close()
+    yield from _closed_after(ApiKeyService())
 
 
 # -- MariaDB: the MySQL engine's real server (password authentication, TLS) ----------------------------
-@pytest.fixture(scope="session")
-def mariadb_factory() -> Iterator[MariaDBFactory]:
-    yield from _closed_after(MariaDBFactory())
-
-
-@pytest.fixture(scope="session")
-def mariadb(mariadb_factory: MariaDBFactory) -> MariaDBServer:
-    """A MariaDB server shared by the tests that do not stop it (each uses its own accounts)."""
-    return mariadb_factory.start()
-
-
-@pytest.fixture
-def own_mariadb(mariadb_factory: MariaDBFactory) -> Iterator[MariaDBServer]:
-    """A server of the test's own, for tests that stop and start it."""
-    yield from _stopped_after(mariadb_factory.start())
-
-
 @pytest.fixture
 def plain_mariadb(mariadb_factory: MariaDBFactory) -> Iterator[MariaDBServer]:
     """A server of the test's own without TLS (tests of `"ssl": false`)."""
@@ -392,9 +352,7 @@ def mariadb_admin(admins: Admins, mariadb: MariaDBServer) -> MariaDBAdmin:
 @pytest.fixture
 def redshift_shims(monkeypatch: pytest.MonkeyPatch) -> None:
     """redshift-connector's two parsing fixes (tests/redshift_shims.py), for one test."""
-    from tests.redshift_shims import patch_parsing
-
-    patch_parsing(monkeypatch)
+    REDSHIFT.shims(monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -404,9 +362,8 @@ def redshift_proxy(
     """The shared PostgreSQL server, as redshift-connector can reach it (TLS from pg_factory's CA)."""
     from tests.redshift_shims import StartupParameterProxy
 
-    proxy = StartupParameterProxy(pg.host, pg.port, pg_factory.ca, tmp_path_factory.mktemp("redshift-proxy"))
-    yield proxy
-    proxy.close()
+    workdir = tmp_path_factory.mktemp("redshift-proxy")
+    yield from _closed_after(StartupParameterProxy(pg.host, pg.port, pg_factory.ca, workdir))
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,7 @@ from rotators.rotation import Step
 from rotators.secrets import AWSCURRENT, AWSPREVIOUS
 from rotators.testing.postgres import PostgresServer
 from rotators.testing.secretsmanager import LocalSecretsManager
-from rotators.testing.tls import CertificateAuthority
-from tests.admins import READ_WRITE, SELF_SERVICE, Admin, MariaDBAdmin, MongoAdmin, ServerAdmin
+from tests.admins import READ_WRITE, SELF_SERVICE, Admin, MariaDBAdmin, MongoAdmin, ServerAdmin, backend
 
 if TYPE_CHECKING:
     from tests.redshift_shims import StartupParameterProxy
@@ -61,7 +60,8 @@ class Address(Protocol):
 @dataclass
 class RedshiftServer:
     """Redshift here: PostgreSQL behind the startup-parameter proxy (tests/redshift_shims.py).
-    Secrets name the proxy; the superuser, stops and starts are the PostgreSQL server's."""
+    Secrets name the proxy; all else (its CA, superuser, process, stops and starts) is the
+    PostgreSQL server's."""
 
     proxy: StartupParameterProxy
     backend: PostgresServer
@@ -74,19 +74,8 @@ class RedshiftServer:
     def port(self) -> int:
         return self.proxy.port
 
-    @property
-    def ca(self) -> CertificateAuthority:
-        return self.backend.ca
-
-    @property
-    def process(self) -> object:
-        return self.backend.process
-
-    def start(self) -> None:
-        self.backend.start()
-
-    def stop(self, *, crash: bool = False) -> None:
-        self.backend.stop(crash=crash)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
 
 
 # -- the engines --------------------------------------------------------------------------------------------
@@ -122,17 +111,14 @@ class Engine:
     """One engine under test: what differs from the others, and nothing else."""
 
     name: str  # in the registry (rotators.engines): its module, and the tests' ids
-    rotator_class: str  # its Rotator subclass
     secret_engine: str  # the `engine` value of its secrets here
-    admin: Callable[[Any, bool], ServerAdmin]  # (server, keep) -> the server's superuser
-    shared_server: str  # fixture: a server the tests share (they must not stop it)
-    own_server: str  # fixture: a server of the test's own, which it may stop and start
-    unavailable: str  # what a step says when the server is down
-    user_grants: tuple[Any, ...]  # what an application user gets
+    admin: Callable[..., ServerAdmin]  # (server, keep=...) -> the superuser of a server (its backend)
+    shared_server: str  # fixture: a server the tests share (they must not stop it); own_<it>: a test's own
     master_grants: tuple[Any, ...]  # a master as the managed service makes it, not a superuser
     awkward_names: tuple[str, ...]  # user names a statement must quote (or pass as data)
     pair_name: str  # the start of one such name, for alternating users
     foreign_engine: str  # another engine's `engine` value: the handler refuses such a secret
+    user_grants: tuple[Any, ...] = ()  # what an application user gets
     secret_defaults: tuple[tuple[str, Any], ...] = ()  # other keys each of its secrets holds here
     long_names: tuple[LongName, ...] = ()
     weak_master: tuple[tuple[Any, ...], str] | None = None  # a master's grants short of enough, the error
@@ -153,8 +139,18 @@ class Engine:
 
     @property
     def rotator(self) -> type[DatabaseRotator[Any]]:
-        rotator: type[DatabaseRotator[Any]] = getattr(self.module, self.rotator_class)
+        """Its Rotator subclass: the module's handler is the `handle` of one of its instances."""
+        rotator: type[DatabaseRotator[Any]] = type(self.module.handler.__self__)
         return rotator
+
+    @property
+    def unavailable(self) -> str:
+        """What a step says when the server is down."""
+        return f"Cannot connect to {BY_NAME[self.name].label}"
+
+    def superuser(self, server: Any, *, keep: bool) -> ServerAdmin:
+        """The superuser of `server` (of the server behind it, for Redshift's proxy)."""
+        return self.admin(backend(server), keep=keep)
 
     def secret(self, server: Address, username: str, password: str, **extra: Any) -> dict[str, Any]:
         """The secret value of a login on `server`, as someone else's script would store it."""
@@ -177,13 +173,9 @@ def _redshift_shims(monkeypatch: pytest.MonkeyPatch) -> None:
 
 POSTGRESQL = Engine(
     name="postgresql",
-    rotator_class="PostgreSQLRotator",
     secret_engine="postgres",
-    admin=lambda server, keep: Admin(server, keep=keep),
+    admin=Admin,
     shared_server="pg",
-    own_server="own_pg",
-    unavailable="Cannot connect",
-    user_grants=(),
     master_grants=("CREATEROLE",),  # RDS's master: CREATEROLE, not a superuser
     awkward_names=("App-User", "MixedCase", 'we"ird', "with space"),
     pair_name='O\'Neil "BI" x',
@@ -194,17 +186,14 @@ POSTGRESQL = Engine(
 )
 MYSQL = Engine(
     name="mysql",
-    rotator_class="MySQLRotator",
     secret_engine="mariadb",
-    admin=lambda server, keep: MariaDBAdmin(server, keep=keep),
+    admin=MariaDBAdmin,
     shared_server="mariadb",
-    own_server="own_mariadb",
-    unavailable="Cannot connect to MySQL",
-    user_grants=("SELECT, INSERT ON `app`.*",),
     master_grants=("ALL PRIVILEGES ON *.* WITH GRANT OPTION",),  # RDS's master: not root
     awkward_names=("O'Neil", 'we"ird', "with space", "back`tick", "per%cent", "back\\slash"),
     pair_name="O'Neil `we\"ird` TO x",
     foreign_engine="postgres",
+    user_grants=("SELECT, INSERT ON `app`.*",),
     long_names=(
         LongName(75, "longer than 80 characters", flavour="mariadb"),
         LongName(27, "longer than 32 characters", flavour="mysql"),
@@ -216,13 +205,9 @@ MYSQL = Engine(
 )
 REDSHIFT = Engine(
     name="redshift",
-    rotator_class="RedshiftRotator",
     secret_engine="redshift",
-    admin=lambda server, keep: Admin(server.backend, keep=keep),
+    admin=Admin,  # of the PostgreSQL server behind the proxy
     shared_server="redshift",
-    own_server="own_redshift",
-    unavailable="Cannot connect to Redshift",
-    user_grants=(),
     master_grants=("SUPERUSER",),  # Redshift's admin user is a superuser
     awkward_names=("O'Neil", 'we"ird', "with space", "MixedCase"),  # "select" alone: test_redshift.py
     pair_name='O\'Neil "BI" x',
@@ -234,17 +219,14 @@ REDSHIFT = Engine(
 )
 DOCUMENTDB = Engine(
     name="documentdb",
-    rotator_class="DocumentDBRotator",
     secret_engine="mongo",
-    admin=lambda server, keep: MongoAdmin(server, keep=keep),
+    admin=MongoAdmin,
     shared_server="mongo",
-    own_server="own_mongo",
-    unavailable="Cannot connect",
-    user_grants=(READ_WRITE, SELF_SERVICE),
     master_grants=({"role": "userAdminAnyDatabase", "db": "admin"},),  # DocumentDB's: not root
     awkward_names=("App User", "o'neil\"x", "ünïcode-名前", "a.b$c"),
     pair_name="o'neil\"x ünïcode.a$b",
     foreign_engine="postgres",
+    user_grants=(READ_WRITE, SELF_SERVICE),
     secret_defaults=(("dbname", "admin"), ("ssl", True)),
     weak_master=((READ_WRITE,), "viewUser"),
     plain_server="plain_mongo",
@@ -256,11 +238,12 @@ ENGINES: tuple[Engine, ...] = (POSTGRESQL, MYSQL, REDSHIFT, DOCUMENTDB)
 STRATEGIES = ("single", "alternating")
 
 
-def engines(*needs: str) -> list[Any]:
-    """pytest params: every engine that has the features `needs` names, with its name as the id."""
+def engines(*needs: str, among: tuple[Engine, ...] = ENGINES) -> list[Any]:
+    """pytest params: every engine (of `among`) that has the features `needs` names, with its name
+    as the id."""
     return [
         pytest.param(engine, id=engine.name)
-        for engine in ENGINES
+        for engine in among
         if all(getattr(engine.features, need) for need in needs)
     ]
 
@@ -319,6 +302,11 @@ class Database:
     def logs_in(self, user: str, password: str) -> bool:
         return self.admin.logs_in(user, password)
 
+    def current_logs_in(self, arn: str) -> bool:
+        """Does the AWSCURRENT value of `arn` log in?"""
+        current = self.sm.value(arn, AWSCURRENT)
+        return self.logs_in(current["username"], current["password"])
+
     def invoke(self, arn: str, token: str, *steps: str) -> None:
         invoke(self.handler, arn, token, *steps)
 
@@ -360,7 +348,7 @@ class Database:
 
     def statement_log(self) -> str:
         """What the server logged so far, one statement a line (Features.statement_log)."""
-        server: PostgresServer = getattr(self.server, "backend", self.server)
+        server: PostgresServer = backend(self.server)
         return server.log_path.read_text(errors="replace")
 
 
@@ -376,13 +364,14 @@ def bind(
     "plain" one (without TLS), with the rotator's environment set. The superuser of a server of
     the test's own is closed before that server is torn down (finalizers run last in, first out)."""
     sm: LocalSecretsManager = request.getfixturevalue("local_sm")
-    fixture = {"shared": engine.shared_server, "own": engine.own_server, "plain": engine.plain_server}[server]
+    shared = engine.shared_server
+    fixture = {"shared": shared, "own": f"own_{shared}", "plain": engine.plain_server}[server]
     assert fixture is not None, f"{engine.name} has no {server} server here"
     found = request.getfixturevalue(fixture)
     if server == "shared":
         admin = request.getfixturevalue("admins").of(engine, found)
     else:
-        admin = engine.admin(found, True)
+        admin = engine.superuser(found, keep=True)
         request.addfinalizer(admin.close)
     monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(found.ca.cert_path))
     engine.shims(monkeypatch)

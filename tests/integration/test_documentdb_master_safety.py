@@ -9,8 +9,6 @@ proving that the master and the victim still log in with their own passwords.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pymongo
@@ -18,13 +16,13 @@ import pytest
 from pymongo import monitoring
 
 from rotators.database import DatabaseSecret
-from rotators.engines.documentdb import DocumentDBRotator, handler
+from rotators.engines.documentdb import DocumentDBRotator
 from rotators.errors import DatabaseUnavailableError, LoginError, PrivilegeError, TargetMismatchError
-from rotators.testing.secantus import SecantusFactory, SecantusServer
-from rotators.testing.secretsmanager import LocalSecretsManager
-from tests.conftest import MongoAdmin, invoke, mongo_secret
+from rotators.secrets import AWSCURRENT
+from tests.admins import READ_WRITE, MongoAdmin
+from tests.conftest import Watched
+from tests.engines import DOCUMENTDB, Database, Engine, Login, bind
 
-READ_WRITE = {"role": "readWrite", "db": "orders"}
 ATTACKERS_PASSWORD = "Attackers-Own-1"
 CHANGES = {"createUser", "updateUser", "dropUser", "grantRolesToUser", "revokeRolesFromUser"}
 
@@ -43,6 +41,10 @@ class Recorder:
 
     def changes(self) -> list[tuple[str, str, str]]:
         return [c for c in self.commands if c[1] in CHANGES]
+
+    def users(self) -> list[str]:
+        """Who logged in, in order."""
+        return [user for user, _, _ in self.logins]
 
     def sent_by(self, username: str) -> list[str]:
         return [name for user, name, _ in self.commands if user == username]
@@ -81,20 +83,16 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 class Team:
     """Users of one server, made by its root, each with the password only its own secret holds."""
 
-    def __init__(
-        self, sm: LocalSecretsManager, server: SecantusServer, tag: str, new_password: Callable[[], str]
-    ) -> None:
-        self.sm, self.server, self.tag, self.new_password = sm, server, tag, new_password
-        self.admin = MongoAdmin(server)
-        self.passwords: dict[tuple[str, str], str] = {}
+    def __init__(self, db: Database) -> None:
+        assert isinstance(db.admin, MongoAdmin)
+        self.db, self.sm, self.server, self.admin = db, db.sm, db.server, db.admin
+        self.passwords: dict[tuple[str, str], str] = {}  # (user, its database) -> its password
 
-    def user(self, name: str, roles: list[Any], db: str = "admin") -> str:
-        """Create `name` (suffixed with the test's tag) in `db`; returns the full name."""
-        full, password = f"{name}_{self.tag}", self.new_password()
-        with self.server.client() as client:
-            client[db].command("createUser", full, pwd=password, roles=roles)
-        self.passwords[(full, db)] = password
-        return full
+    def user(self, prefix: str, roles: list[Any]) -> str:
+        """A new user in `admin` whose name starts with `prefix`; its name."""
+        login = self.db.add_user(self.db.name(prefix), grants=tuple(roles))
+        self.passwords[(login.username, "admin")] = login.password
+        return login.username
 
     def own_user(self, full: str, roles: list[Any]) -> str:
         """A user of the attacker's own, named as the attack needs, with the attacker's password."""
@@ -104,8 +102,13 @@ class Team:
 
     def secret(self, name: str, db: str = "admin", **extra: Any) -> str:
         """A secret holding `name`'s own password."""
-        value = mongo_secret(self.server, name, self.passwords[(name, db)], dbname=db, **extra)
-        return self.sm.create_secret(f"{name}-{uuid.uuid4().hex[:8]}", value)
+        return self.db.store(Login(name, self.passwords[(name, db)]), dbname=db, **extra)
+
+    def refused(self, arn: str, error: type[Exception], match: str) -> None:
+        """createSecret, then a setSecret that fails with `error` and moves no label."""
+        token = self.sm.start_rotation(arn)
+        self.db.invoke(arn, token, "createSecret")
+        self.db.fails(arn, token, "setSecret", error, match)
 
     def logs_in(self, name: str, db: str = "admin", password: str | None = None) -> bool:
         try:
@@ -128,25 +131,28 @@ class Team:
 
 
 @pytest.fixture
-def team(
-    mongo_sm: LocalSecretsManager, mongo: SecantusServer, role_name: str, new_password: Callable[[], str]
-) -> Team:
-    return Team(mongo_sm, mongo, role_name.rsplit("_", 1)[-1], new_password)
+def engine() -> Engine:
+    return DOCUMENTDB
+
+
+def checked_team(db: Database, request: pytest.FixtureRequest) -> Team:
+    """A team on `db`'s server whose users must all still log in with their own passwords when
+    the test ends."""
+    team = Team(db)
+    request.addfinalizer(team.all_log_in)
+    return team
+
+
+@pytest.fixture
+def team(db: Database, request: pytest.FixtureRequest) -> Team:
+    return checked_team(db, request)
 
 
 @pytest.fixture
 def master(team: Team) -> tuple[str, str]:
     """A master like DocumentDB's: it administers users; (user name, secret ARN)."""
-    name = team.user("master", [{"role": "userAdminAnyDatabase", "db": "admin"}])
+    name = team.user("master", list(DOCUMENTDB.master_grants))
     return name, team.secret(name)
-
-
-def attack(team: Team, value: dict[str, Any]) -> tuple[str, str]:
-    """The attacker's secret, through createSecret; returns its ARN and the rotation's token."""
-    arn = team.sm.create_secret(f"attacker-{uuid.uuid4().hex[:8]}", value)
-    token = team.sm.start_rotation(arn)
-    invoke(handler, arn, token, "createSecret")
-    return arn, token
 
 
 def test_app_user_named_after_the_masters_clone_is_refused(
@@ -155,13 +161,8 @@ def test_app_user_named_after_the_masters_clone_is_refused(
     """Attack 1: the partner of `<master>_clone` is the master itself."""
     master_name, master_arn = master
     bait = team.own_user(f"{master_name}_clone", [READ_WRITE])  # the attacker's own, if it helps
-    arn, token = attack(team, mongo_secret(team.server, bait, "Attackers-Own-1", masterarn=master_arn))
-    labels = team.sm.stages(arn)
-    with pytest.raises(TargetMismatchError, match="the master user"):
-        invoke(handler, arn, token, "setSecret")
+    team.refused(team.secret(bait, masterarn=master_arn), TargetMismatchError, "the master user")
     assert recorder.logins == [], "refused before any login"
-    assert team.sm.stages(arn) == labels
-    team.all_log_in()
 
 
 def test_app_user_named_the_master_is_refused(
@@ -169,15 +170,9 @@ def test_app_user_named_the_master_is_refused(
 ) -> None:
     """Attack 2: the master as the app user would get a clone with all the master's roles."""
     master_name, master_arn = master
-    value = mongo_secret(
-        team.server, master_name, team.passwords[(master_name, "admin")], masterarn=master_arn
-    )
-    arn, token = attack(team, value)
-    with pytest.raises(TargetMismatchError, match="the master user"):
-        invoke(handler, arn, token, "setSecret")
+    team.refused(team.secret(master_name, masterarn=master_arn), TargetMismatchError, "the master user")
     assert recorder.logins == [] and recorder.changes() == []
     assert team.roles(f"{master_name}_clone") is None, "no clone of the master"
-    team.all_log_in()
 
 
 def test_a_user_of_the_masters_name_in_another_database_is_another_user(
@@ -185,20 +180,17 @@ def test_a_user_of_the_masters_name_in_another_database_is_another_user(
 ) -> None:
     """MongoDB users are database-qualified: `orders.<master>` is an application user like any other."""
     master_name, master_arn = master
-    team.passwords[(master_name, "orders")] = team.new_password()
+    team.passwords[(master_name, "orders")] = team.db.new_password()
     with team.server.client() as client:
         client.orders.command(
             "createUser", master_name, pwd=team.passwords[(master_name, "orders")], roles=[READ_WRITE]
         )
-    arn = team.secret(master_name, "orders", masterarn=master_arn)
-    invoke(handler, arn, team.sm.start_rotation(arn))
-    current = team.sm.value(arn, "AWSCURRENT")
+    current = team.db.rotate(team.secret(master_name, "orders", masterarn=master_arn))
     assert (current["username"], current["dbname"]) == (f"{master_name}_clone", "orders")
     assert team.logs_in(current["username"], "orders", current["password"])
     assert team.roles(current["username"], "orders") == [READ_WRITE]
     assert (master_name, "admin", True) in recorder.logins, "the master logged in to its own database"
     assert (master_name, "createUser", "orders") in recorder.changes(), "run in the app's database"
-    team.all_log_in()
 
 
 def test_another_teams_secret_as_master_is_refused(
@@ -207,34 +199,24 @@ def test_another_teams_secret_as_master_is_refused(
     """Attack 4: `masterarn` names another team's app secret, and the app user is its user's clone."""
     theirs = team.user("theirs", [READ_WRITE])
     their_arn = team.secret(theirs)
-    before = team.sm.value(their_arn, "AWSCURRENT")
-    arn, token = attack(
-        team, mongo_secret(team.server, f"{theirs}_clone", ATTACKERS_PASSWORD, masterarn=their_arn)
-    )
-    with pytest.raises(TargetMismatchError, match="the master user"):
-        invoke(handler, arn, token, "setSecret")
+    before = team.sm.value(their_arn, AWSCURRENT)
+    attacker = team.db.store(Login(f"{theirs}_clone", ATTACKERS_PASSWORD), masterarn=their_arn)
+    team.refused(attacker, TargetMismatchError, "the master user")
     assert recorder.changes() == []
-    assert team.sm.value(their_arn, "AWSCURRENT") == before
-    team.all_log_in()
+    assert team.sm.value(their_arn, AWSCURRENT) == before
 
 
 def test_an_unrelated_victim_clone_does_not_get_the_victims_password(
     team: Team, master: tuple[str, str], recorder: Recorder
 ) -> None:
     """Attack 3: the attacker's own user is called `victim_clone`; its partner is `victim`."""
-    _, master_arn = master
+    master_name, master_arn = master
     victim = team.user("victim", [{"role": "readWrite", "db": "payroll"}])
     own = team.own_user(f"{victim}_clone", [READ_WRITE])
-    arn, token = attack(team, mongo_secret(team.server, own, ATTACKERS_PASSWORD, masterarn=master_arn))
-    labels = team.sm.stages(arn)
-    with pytest.raises(
-        PrivilegeError, match=f"'{own}' lacks roles '{victim}' holds: 'readWrite' on 'payroll'"
-    ):
-        invoke(handler, arn, token, "setSecret")
-    assert [login[0] for login in recorder.logins] == [own, master[0]]
+    lacks = f"'{own}' lacks roles '{victim}' holds: 'readWrite' on 'payroll'"
+    team.refused(team.secret(own, masterarn=master_arn), PrivilegeError, lacks)
+    assert recorder.users() == [own, master_name]
     assert recorder.changes() == [], "no updateUser of the victim"
-    assert team.sm.stages(arn) == labels
-    team.all_log_in()
 
 
 def test_a_pre_existing_clone_with_more_roles_is_not_taken_over(
@@ -245,22 +227,16 @@ def test_a_pre_existing_clone_with_more_roles_is_not_taken_over(
     ops = team.user("ops", [READ_WRITE])
     power = [READ_WRITE, {"role": "readWrite", "db": "payroll"}]
     ops_clone = team.own_user(f"{ops}_clone", power)  # someone else's, whatever its password
-    arn = team.secret(ops, masterarn=master_arn)
-    token = team.sm.start_rotation(arn)
-    invoke(handler, arn, token, "createSecret")
-    with pytest.raises(
-        PrivilegeError, match=f"'{ops_clone}' holds roles '{ops}' does not: 'readWrite' on 'payroll'"
-    ):
-        invoke(handler, arn, token, "setSecret")
+    holds = f"'{ops_clone}' holds roles '{ops}' does not: 'readWrite' on 'payroll'"
+    team.refused(team.secret(ops, masterarn=master_arn), PrivilegeError, holds)
     assert recorder.changes() == []
     assert team.roles(ops_clone) == power, "the clone keeps its roles"
-    team.all_log_in()
 
 
 @pytest.fixture
 def user_admin_role(team: Team) -> dict[str, str]:
     """A custom role that inherits user administration: found through rolesInfo."""
-    name = f"helpdesk_{team.tag}"
+    name = team.db.name("helpdesk")
     team.admin.command(
         "createRole",
         name,
@@ -281,17 +257,11 @@ def test_an_administrative_source_is_refused_without_the_opt_in(
         "custom": user_admin_role,
     }[kind]
     admin_user = team.user("boss", [READ_WRITE, role])
-    arn = team.secret(admin_user, masterarn=master_arn)
-    token = team.sm.start_rotation(arn)
-    invoke(handler, arn, token, "createSecret")
     expected = "userAdminAnyDatabase" if kind == "custom" else role["role"]
-    with pytest.raises(
-        PrivilegeError, match=f"'{admin_user}' holds role '{expected}'.*allow_privileged_user"
-    ):
-        invoke(handler, arn, token, "setSecret")
+    holds = f"'{admin_user}' holds role '{expected}'.*allow_privileged_user"
+    team.refused(team.secret(admin_user, masterarn=master_arn), PrivilegeError, holds)
     assert recorder.changes() == []
     assert team.roles(f"{admin_user}_clone") is None
-    team.all_log_in()
 
 
 def test_an_administrative_source_rotates_with_the_opt_in(
@@ -299,13 +269,10 @@ def test_an_administrative_source_rotates_with_the_opt_in(
 ) -> None:
     _, master_arn = master
     admin_user = team.user("boss", [READ_WRITE, user_admin_role])
-    arn = team.secret(admin_user, masterarn=master_arn, allow_privileged_user=True)
-    invoke(handler, arn, team.sm.start_rotation(arn))
-    current = team.sm.value(arn, "AWSCURRENT")
+    current = team.db.rotate(team.secret(admin_user, masterarn=master_arn, allow_privileged_user=True))
     assert current["username"] == f"{admin_user}_clone"
     assert team.logs_in(current["username"], password=current["password"])
     assert team.roles(current["username"]) == [READ_WRITE, user_admin_role]
-    team.all_log_in()
 
 
 def test_a_current_version_that_does_not_log_in_stops_the_master(
@@ -314,47 +281,30 @@ def test_a_current_version_that_does_not_log_in_stops_the_master(
     """The confused-deputy guard: a secret that names `victim` with a made-up password."""
     _, master_arn = master
     victim = team.user("victim", [READ_WRITE])
-    arn, token = attack(team, mongo_secret(team.server, victim, "Made-Up-1", masterarn=master_arn))
-    labels = team.sm.stages(arn)
-    with pytest.raises(LoginError, match=f"AWSCURRENT version of .* does not log in as '{victim}'"):
-        invoke(handler, arn, token, "setSecret")
-    assert [login[0] for login in recorder.logins] == [victim, f"{victim}_clone"], "never the master"
+    made_up = team.db.store(Login(victim, "Made-Up-1"), masterarn=master_arn)
+    team.refused(made_up, LoginError, f"AWSCURRENT version of .* does not log in as '{victim}'")
+    assert recorder.users() == [victim, f"{victim}_clone"], "never the master"
     assert recorder.changes() == []
-    assert team.sm.stages(arn) == labels
     assert team.roles(f"{victim}_clone") is None
-    team.all_log_in()
-
-
-@pytest.fixture(scope="module")
-def plain_mongo(secantus_factory: SecantusFactory) -> SecantusServer:
-    return secantus_factory.start(tls=False)
 
 
 def test_an_app_secret_without_tls_does_not_take_the_masters_password_with_it(
-    mongo_sm: LocalSecretsManager,
-    plain_mongo: SecantusServer,
-    role_name: str,
-    new_password: Callable[[], str],
-    recorder: Recorder,
-    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, leak_check: Watched, recorder: Recorder
 ) -> None:
     """Attack 5: on a server that speaks plaintext only, an app secret with `"ssl": false` logs the
     app in, but the master keeps to its own secret (TLS): its login fails, its password is not sent."""
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", "1")
-    team = Team(mongo_sm, plain_mongo, role_name.rsplit("_", 1)[-1], new_password)
-    master_name = team.user("master", [{"role": "userAdminAnyDatabase", "db": "admin"}])
-    master_arn = team.secret(master_name)  # "ssl": true, as mongo_secret writes
-    app = team.user("app", [READ_WRITE])
-    arn = team.secret(app, masterarn=master_arn, ssl=False)
-    token = team.sm.start_rotation(arn)
-    invoke(handler, arn, token, "createSecret")
-    with pytest.raises(DatabaseUnavailableError, match="Cannot connect"):
-        invoke(handler, arn, token, "setSecret")
+    plain = checked_team(bind(DOCUMENTDB, request, monkeypatch, leak_check.add, server="plain"), request)
+    master_name = plain.user("master", list(DOCUMENTDB.master_grants))
+    master_arn = plain.secret(master_name)  # "ssl": true, as DocumentDB's secrets have it here
+    app = plain.user("app", [READ_WRITE])
+    plain.refused(
+        plain.secret(app, masterarn=master_arn, ssl=False), DatabaseUnavailableError, "Cannot connect"
+    )
     assert recorder.logins == [(app, "admin", False), (master_name, "admin", True)]
     assert "connectionStatus" in recorder.sent_by(app), "the app logged in over plaintext, as its secret says"
     assert recorder.sent_by(master_name) == [], "the master's login never got past TLS"
-    assert team.roles(f"{app}_clone") is None
-    team.all_log_in()
+    assert plain.roles(f"{app}_clone") is None
 
 
 def test_a_pending_version_without_tls_is_refused_in_single_user_rotation(
@@ -364,14 +314,12 @@ def test_a_pending_version_without_tls_is_refused_in_single_user_rotation(
     app = team.user("app", [READ_WRITE])
     arn = team.secret(app)
     token = team.sm.start_rotation(arn)
-    current = team.sm.value(arn, "AWSCURRENT")
+    current = team.sm.value(arn, AWSCURRENT)
     team.sm.client.put_secret_value(
         SecretId=arn,
         ClientRequestToken=token,
         SecretString=json.dumps({**current, "ssl": False, "password": "Pending-" + token}),
         VersionStages=["AWSPENDING"],
     )
-    with pytest.raises(TargetMismatchError, match="weaker TLS"):
-        invoke(handler, arn, token, "setSecret")
+    team.db.fails(arn, token, "setSecret", TargetMismatchError, "weaker TLS")
     assert recorder.logins == []
-    team.all_log_in()

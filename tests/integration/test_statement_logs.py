@@ -9,29 +9,28 @@ cannot pass.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from rotators.engines import mysql, redshift
 from rotators.engines.mysql_auth import ed25519_key, native_hash
 from rotators.engines.redshift_sql import md5_password
-from rotators.testing.mariadb import MariaDBServer
-from rotators.testing.postgres import PostgresServer
-from rotators.testing.secretsmanager import LocalSecretsManager
-from tests.conftest import Admin, MariaDBAdmin, invoke, mysql_secret, redshift_secret
-from tests.redshift_shims import StartupParameterProxy
+from tests.admins import Admin, MariaDBAdmin
+from tests.engines import MYSQL, REDSHIFT, Database, Engine, Login, engines
 
-HOST = "127.0.0.1"
+HOST = MariaDBAdmin.HOST
 
 
-def rotate(sm: LocalSecretsManager, handler: Callable[..., object], arn: str) -> str:
-    """One full rotation; the new password."""
-    invoke(handler, arn, sm.start_rotation(arn))
-    password: str = sm.value(arn, "AWSCURRENT")["password"]
-    return password
+@pytest.fixture
+def engine() -> Engine:
+    """MariaDB (the MySQL engine), unless a test names another engine."""
+    return MYSQL
+
+
+def rotations(db: Database, arn: str, times: int) -> list[str]:
+    """`times` full rotations, one after the other; the new password of each."""
+    return [db.rotate(arn)["password"] for _ in range(times)]
 
 
 def leaked(log: str, *passwords: str) -> int:
@@ -41,9 +40,10 @@ def leaked(log: str, *passwords: str) -> int:
 
 # -- MariaDB: general_log ------------------------------------------------------------------------------
 @pytest.fixture
-def logged(own_mariadb: MariaDBServer) -> MariaDBAdmin:
-    """A server of the test's own, so that its general_log holds this test's statements only."""
-    return MariaDBAdmin(own_mariadb)
+def logged(own_db: Database) -> MariaDBAdmin:
+    """root of a server of the test's own, so that its general_log holds this test's statements only."""
+    assert isinstance(own_db.admin, MariaDBAdmin)
+    return own_db.admin
 
 
 def general_log_on(admin: MariaDBAdmin) -> None:
@@ -62,59 +62,40 @@ def general_log(admin: MariaDBAdmin) -> str:
     )
 
 
-def test_mariadb_single_user_rotations_log_only_hashes(
-    mysql_sm: LocalSecretsManager,
-    logged: MariaDBAdmin,
-    own_mariadb: MariaDBServer,
-    role_name: str,
-    new_password: Callable[[], str],
-) -> None:
-    initial = new_password()
-    logged.create_user(role_name, initial, host=HOST)
-    arn = mysql_sm.create_secret(role_name, mysql_secret(own_mariadb, role_name, initial))
+def test_mariadb_single_user_rotations_log_only_hashes(own_db: Database, logged: MariaDBAdmin) -> None:
+    login = own_db.add_user(grants=())
+    arn = own_db.store(login)
     general_log_on(logged)
 
-    rotated = [rotate(mysql_sm, mysql.handler, arn) for _ in range(2)]
+    rotated = rotations(own_db, arn, 2)
 
     log = general_log(logged)
-    assert leaked(log, initial, *rotated) == 0, "a password reached the general log"
+    assert leaked(log, login.password, *rotated) == 0, "a password reached the general log"
     for password in rotated:
         assert f"SET PASSWORD = '{native_hash(password)}'" in log, "its hash was sent, and logged"
-    assert logged.logs_in(role_name, rotated[-1])
-    assert not logged.logs_in(role_name, rotated[0])
-    assert plugin_of(logged, role_name) == "mysql_native_password", "the account keeps its plugin"
+    assert logged.logs_in(login.username, rotated[-1])
+    assert not logged.logs_in(login.username, rotated[0])
+    assert plugin_of(logged, login.username) == "mysql_native_password", "the account keeps its plugin"
 
 
-def test_mariadb_alternating_rotations_log_only_hashes(
-    mysql_sm: LocalSecretsManager,
-    logged: MariaDBAdmin,
-    own_mariadb: MariaDBServer,
-    role_name: str,
-    new_password: Callable[[], str],
-) -> None:
+def test_mariadb_alternating_rotations_log_only_hashes(own_db: Database, logged: MariaDBAdmin) -> None:
     """The clone's CREATE USER, then ALTER USER of the original and of the existing clone."""
-    master, master_password, initial = f"master_{role_name}", new_password(), new_password()
-    logged.create_user(master, master_password, "ALL PRIVILEGES ON *.*", host=HOST)
-    logged.sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (master, HOST))
-    master_arn = mysql_sm.create_secret(master, mysql_secret(own_mariadb, master, master_password))
-    logged.sql(f"CREATE DATABASE `shop_{role_name}`")
-    logged.create_user(role_name, initial, f"SELECT ON `shop_{role_name}`.*", host=HOST)
-    arn = mysql_sm.create_secret(
-        f"{role_name}-{uuid.uuid4().hex[:6]}",
-        mysql_secret(own_mariadb, role_name, initial, masterarn=master_arn),
-    )
+    master, shop = own_db.add_master(), own_db.name("shop")
+    logged.sql(f"CREATE DATABASE `{shop}`")
+    login = own_db.add_user(grants=(f"SELECT ON `{shop}`.*",))
+    arn = own_db.store(login, masterarn=own_db.store(master))
     general_log_on(logged)
 
-    rotated = [rotate(mysql_sm, mysql.handler, arn) for _ in range(3)]
+    rotated = rotations(own_db, arn, 3)
 
     log = general_log(logged)
-    assert leaked(log, master_password, initial, *rotated) == 0
-    clone = f"{role_name}_clone"
+    assert leaked(log, master.password, login.password, *rotated) == 0
+    user, clone = login.username, f"{login.username}_clone"
     assert f"CREATE USER '{clone}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[0])}'" in log
-    assert f"ALTER USER '{role_name}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[1])}'" in log
+    assert f"ALTER USER '{user}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[1])}'" in log
     assert f"ALTER USER '{clone}'@'{HOST}' IDENTIFIED BY PASSWORD '{native_hash(rotated[2])}'" in log
-    assert logged.logs_in(clone, rotated[2]) and logged.logs_in(role_name, rotated[1])
-    assert logged.grants(clone) == logged.grants(role_name), "the clone still holds what the original does"
+    assert logged.logs_in(clone, rotated[2]) and logged.logs_in(user, rotated[1])
+    assert logged.grants(clone) == logged.grants(user), "the clone still holds what the original does"
 
 
 def plugin_of(admin: MariaDBAdmin, user: str) -> str:
@@ -122,108 +103,85 @@ def plugin_of(admin: MariaDBAdmin, user: str) -> str:
     return str(rows[0][0])
 
 
+def add_ed25519_user(db: Database, admin: MariaDBAdmin) -> Login:
+    """An account of MariaDB's recommended plugin (auth_ed25519 installed)."""
+    login = Login(db.name(), db.new_password())
+    admin.sql(
+        "CREATE USER %s@%s IDENTIFIED VIA ed25519 USING PASSWORD(%s)", (login.username, HOST, login.password)
+    )
+    return login
+
+
 def test_mariadb_ed25519_accounts_keep_their_plugin_and_log_only_their_key(
-    mysql_sm: LocalSecretsManager,
-    logged: MariaDBAdmin,
-    own_mariadb: MariaDBServer,
-    role_name: str,
-    new_password: Callable[[], str],
+    own_db: Database, logged: MariaDBAdmin
 ) -> None:
     """ed25519 (MariaDB's recommended plugin): a single user sets its own key, the master the
     original's and the clone's (a new clone takes ed25519 too); no password reaches the log, and
     no account is moved to mysql_native_password on the way."""
     logged.sql("INSTALL SONAME 'auth_ed25519'")
-    single, single_initial = f"{role_name}_s", new_password()
-    logged.sql("CREATE USER %s@%s IDENTIFIED VIA ed25519 USING PASSWORD(%s)", (single, HOST, single_initial))
-    single_arn = mysql_sm.create_secret(single, mysql_secret(own_mariadb, single, single_initial))
-    master, master_password = f"master_{role_name}", new_password()
-    logged.create_user(master, master_password, host=HOST)
-    logged.sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (master, HOST))
-    master_arn = mysql_sm.create_secret(master, mysql_secret(own_mariadb, master, master_password))
-    app, app_initial = f"{role_name}_a", new_password()
-    logged.sql("CREATE USER %s@%s IDENTIFIED VIA ed25519 USING PASSWORD(%s)", (app, HOST, app_initial))
-    logged.sql(f"GRANT SELECT ON `mysql`.`db` TO `{app}`@`{HOST}`")
-    app_arn = mysql_sm.create_secret(app, mysql_secret(own_mariadb, app, app_initial, masterarn=master_arn))
+    single = add_ed25519_user(own_db, logged)
+    single_arn = own_db.store(single)
+    master = own_db.add_master()
+    app = add_ed25519_user(own_db, logged)
+    logged.sql(f"GRANT SELECT ON `mysql`.`db` TO `{app.username}`@`{HOST}`")
+    app_arn = own_db.store(app, masterarn=own_db.store(master))
     general_log_on(logged)
 
-    rotated = [rotate(mysql_sm, mysql.handler, single_arn) for _ in range(2)]
-    rotated += [rotate(mysql_sm, mysql.handler, app_arn) for _ in range(3)]
+    rotated = rotations(own_db, single_arn, 2) + rotations(own_db, app_arn, 3)
 
     log = general_log(logged)
-    assert leaked(log, single_initial, master_password, app_initial, *rotated) == 0
-    clone = f"{app}_clone"
+    assert leaked(log, single.password, master.password, app.password, *rotated) == 0
+    user, clone = app.username, f"{app.username}_clone"
     assert f"SET PASSWORD = '{ed25519_key(rotated[1])}'" in log
     assert f"CREATE USER '{clone}'@'{HOST}' IDENTIFIED VIA ed25519 USING '{ed25519_key(rotated[2])}'" in log
-    assert f"ALTER USER '{app}'@'{HOST}' IDENTIFIED VIA ed25519 USING '{ed25519_key(rotated[3])}'" in log
+    assert f"ALTER USER '{user}'@'{HOST}' IDENTIFIED VIA ed25519 USING '{ed25519_key(rotated[3])}'" in log
     assert f"ALTER USER '{clone}'@'{HOST}' IDENTIFIED VIA ed25519 USING '{ed25519_key(rotated[4])}'" in log
-    assert [plugin_of(logged, user) for user in (single, app, clone)] == ["ed25519"] * 3
-    assert logged.logs_in(single, rotated[1]) and not logged.logs_in(single, rotated[0])
-    assert logged.logs_in(app, rotated[3]) and logged.logs_in(clone, rotated[4])
-    assert logged.grants(clone) == logged.grants(app)
+    assert [plugin_of(logged, name) for name in (single.username, user, clone)] == ["ed25519"] * 3
+    assert logged.logs_in(single.username, rotated[1]) and not logged.logs_in(single.username, rotated[0])
+    assert logged.logs_in(user, rotated[3]) and logged.logs_in(clone, rotated[4])
+    assert logged.grants(clone) == logged.grants(user)
 
 
 def test_mariadb_password_validation_that_must_see_the_password_gets_it(
-    mysql_sm: LocalSecretsManager,
-    logged: MariaDBAdmin,
-    own_mariadb: MariaDBServer,
-    role_name: str,
-    caplog: pytest.LogCaptureFixture,
+    own_db: Database, logged: MariaDBAdmin, caplog: pytest.LogCaptureFixture
 ) -> None:
     """simple_password_check with strict_password_validation refuses every hash (error 1290): the
     rotation still completes, with the clear value, and the rotator's log says so without it.
     This is the one case where MariaDB's own log holds the password (README)."""
     logged.sql("INSTALL SONAME 'simple_password_check'")
     logged.sql("SET GLOBAL strict_password_validation = ON")
-    initial = "Init-Aa1!" + uuid.uuid4().hex
-    logged.create_user(role_name, initial, host=HOST)
-    arn = mysql_sm.create_secret(role_name, mysql_secret(own_mariadb, role_name, initial))
+    login = Login(own_db.name(), "Init-Aa1!" + uuid.uuid4().hex)  # what the check asks of a password
+    logged.create_user(login.username, login.password)
+    arn = own_db.store(login)
     with pytest.raises(Exception, match=r"1290.*strict-password-validation"):
-        logged.sql("SET PASSWORD FOR %s@%s = %s", (role_name, HOST, native_hash("Other-Aa1!x")))
+        logged.sql("SET PASSWORD FOR %s@%s = %s", (login.username, HOST, native_hash("Other-Aa1!x")))
 
-    rotated = rotate(mysql_sm, mysql.handler, arn)
+    (rotated,) = rotations(own_db, arn, 1)
 
-    assert logged.logs_in(role_name, rotated) and not logged.logs_in(role_name, initial)
-    assert plugin_of(logged, role_name) == "mysql_native_password"
+    assert logged.logs_in(login.username, rotated) and not logged.logs_in(login.username, login.password)
+    assert plugin_of(logged, login.username) == "mysql_native_password"
     assert "refused the password's hash" in caplog.text and rotated not in caplog.text
 
 
 # -- Redshift's engine on PostgreSQL: log_statement=all ----------------------------------------------
-@pytest.mark.usefixtures("redshift_shims")
-def test_redshift_rotations_log_no_password(
-    local_sm: LocalSecretsManager,
-    admin: Admin,
-    pg: PostgresServer,
-    redshift_proxy: StartupParameterProxy,
-    role_name: str,
-    new_password: Callable[[], str],
-) -> None:
+@pytest.mark.parametrize("engine", engines(among=(REDSHIFT,)))
+def test_redshift_rotations_log_no_password(db: Database) -> None:
     """Single user, then alternating users (the clone created, then the original changed)."""
-    single, initial = f"{role_name}_s", new_password()
-    admin.create_role(single, initial)
-    single_arn = local_sm.create_secret(single, redshift_secret(redshift_proxy, single, initial))
-    master, master_password = f"admin_{role_name}", new_password()
-    admin.create_role(master, master_password, "SUPERUSER")
-    master_arn = local_sm.create_secret(master, redshift_secret(redshift_proxy, master, master_password))
-    app, app_initial = f"{role_name}_a", new_password()
-    admin.create_role(app, app_initial)
-    app_arn = local_sm.create_secret(
-        app, redshift_secret(redshift_proxy, app, app_initial, masterarn=master_arn)
-    )
-    start = pg.log_path.stat().st_size  # the set-up above sent its passwords in clear, as a DBA might
+    single, master, app = db.add_user(), db.add_master(), db.add_user()
+    single_arn = db.store(single)
+    app_arn = db.store(app, masterarn=db.store(master))
+    start = len(db.statement_log())  # the set-up above sent its passwords in clear, as a DBA might
 
-    rotated = [rotate(local_sm, redshift.handler, single_arn) for _ in range(2)]
-    rotated += [rotate(local_sm, redshift.handler, app_arn) for _ in range(2)]
+    rotated = rotations(db, single_arn, 2) + rotations(db, app_arn, 2)
 
-    with pg.log_path.open("rb") as file:
-        file.seek(start)
-        log = file.read().decode(errors="replace")
-    assert leaked(log, initial, master_password, app_initial, *rotated) == 0
+    log = db.statement_log()[start:]
+    assert leaked(log, single.password, master.password, app.password, *rotated) == 0
     verifier = "PASSWORD 'SCRAM-SHA-256$4096:"
-    assert log.count(f"ALTER USER {single} {verifier}") == 2, "each change was logged, as a verifier"
-    assert log.count(f"CREATE USER {app}_clone {verifier}") == 1
-    assert log.count(f"ALTER USER {app} {verifier}") == 1
-    assert admin.logs_in(single, rotated[1]) and not admin.logs_in(single, rotated[0])
-    assert admin.logs_in(f"{app}_clone", rotated[2]) and admin.logs_in(app, rotated[3])
+    assert log.count(f"ALTER USER {single.username} {verifier}") == 2, "each change was logged, as a verifier"
+    assert log.count(f"CREATE USER {app.username}_clone {verifier}") == 1
+    assert log.count(f"ALTER USER {app.username} {verifier}") == 1
+    assert db.logs_in(single.username, rotated[1]) and not db.logs_in(single.username, rotated[0])
+    assert db.logs_in(f"{app.username}_clone", rotated[2]) and db.logs_in(app.username, rotated[3])
 
 
 def test_the_md5_form_is_the_one_postgresql_computes(admin: Admin, role_name: str) -> None:
