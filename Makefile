@@ -67,6 +67,12 @@ bench: server-packages $(BIN)/.installed sam-build
 	$(BIN)/python bench/rotation.py
 	$(BIN)/python bench/bundles.py
 
+# Python 3.12 vs 3.13 for the template's runtime: cold INIT and rotations of each bundle under
+# Lambda's runtime client (awslambdaric) and a local Runtime API (bench/lambda_runtime.py).
+.PHONY: runtimes
+runtimes: server-packages $(BIN)/.installed
+	$(BIN)/python bench/runtimes.py
+
 # -- SAM: validate + lint + policy scan, `sam build` without Docker, then check every bundle ------
 # The SAM tools live in their own venv: aws-sam-cli pins its own boto3, which would clash with .venv.
 SAM_VENV ?= .venv-sam
