@@ -5,7 +5,7 @@
 For each function it checks that the bundle holds its handler module and its own driver and no
 other engine's driver (nor the local test servers), that every wheel in it is for the
 function's runtime and architecture, and it reports the unzipped and zipped size. When a Python
-of the runtime's version is found (python3.12 on PATH, pyenv's, or $ROTATORS_LAMBDA_PYTHON) and
+of the runtime's version is found (python3.13 on PATH, pyenv's, or $ROTATORS_LAMBDA_PYTHON) and
 the architecture is this machine's, it imports each handler from the bundle alone (no
 site-packages, no bytecode cache, as on Lambda's read-only /var/task) in fresh processes and
 reports the median cold import time.

@@ -66,7 +66,7 @@ _NOT_STRICT_X509 = re.compile(
 STRICT_X509_HINT = (
     "the server's certificate chain lacks X.509 extensions that Python 3.13 and later require "
     "(RFC 5280: key identifiers, key usage, critical basic constraints): reissue the database's "
-    "CA and certificate with them (Amazon's RDS CAs have them); until then, only a function on "
+    "CA and certificate with them; until then, only a function on "
     "python3.12 or older accepts it"
 )  # ASCII digits only: int() also reads Arabic-Indic digits
 

@@ -3,14 +3,14 @@
 `sam build` calls this through sam/Makefile (BuildMethod: makefile), in a scratch copy of
 rotators/, with ARTIFACTS_DIR as the output. Nothing here needs Docker or the Lambda runtime's
 Python: pip downloads wheels built for the Lambda platform (manylinux, the function's
-architecture, CPython 3.12) and never runs a build of its own (`--only-binary=:all:`).
+architecture, the runtime's CPython) and never runs a build of its own (`--only-binary=:all:`).
 
 A bundle holds only what its handler imports, from an allow-list: the runtime (the modules at the
 top of rotators/), its own engine module with that module's helpers (`<engine>_*.py` beside it)
 and its own extra's packages (one driver); never another engine, the command-line modules
 (rotators/cli) or the test support (rotators/testing).
 
-When a CPython of the runtime's version is on the build machine (python3.12 on PATH, pyenv's,
+When a CPython of the runtime's version is on the build machine (python3.13 on PATH, pyenv's,
 or $LAMBDA_PRECOMPILE_PYTHON), the bundle also gets bytecode (`unchecked-hash` .pyc files):
 Lambda's /var/task is read-only, so without them every cold start compiles the sources again
 (bench/bundles.py measures the difference). LAMBDA_PRECOMPILE=no turns this off.
@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "rotators"
-# Wheels for Amazon Linux 2023 (glibc 2.34), the OS of the python3.12 runtime.
+# Wheels for Amazon Linux 2023 (glibc 2.34), the OS of the python3.12 and python3.13 runtimes.
 MANYLINUX = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "manylinux_2_34")
 ARCHES = {"x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 ALLOW_MISSING = "ROTATORS_BUNDLE_ALLOW_MISSING"
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handler", required=True, help="e.g. rotators.engines.postgresql.handler")
     parser.add_argument("--extra", default=None, help="the extra that holds the function's driver")
     parser.add_argument("--arch", choices=sorted(ARCHES), default="x86_64")
-    parser.add_argument("--python-version", default="3.12")
+    parser.add_argument("--python-version", default="3.13")
     args = parser.parse_args(argv)
     try:
         line = build(

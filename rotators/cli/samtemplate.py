@@ -19,6 +19,8 @@ from typing import Any
 
 from rotators.errors import ConfigurationError
 
+# The Lambda runtime of template.yaml (Globals), for a function run without the template.
+DEFAULT_RUNTIME = "python3.13"
 LOCAL_ACCOUNT_ID = "123456789012"  # what SAM uses for AWS::AccountId locally
 FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
 

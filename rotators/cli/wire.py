@@ -29,7 +29,7 @@ from rotators.cli.invoke import (
     lambda_variables,
     prepare,
 )
-from rotators.cli.samtemplate import FunctionSpec
+from rotators.cli.samtemplate import DEFAULT_RUNTIME, FunctionSpec
 from rotators.errors import ConfigurationError
 from rotators.rotation import STEPS
 
@@ -84,7 +84,7 @@ def rotate_target(args: Any, logs: IO[str]) -> Target:
         if not Path(args.template).is_file():
             region = default_region(args.region)
             spec = FunctionSpec(
-                engine.logical_id, engine.handler, "python3.12", 60, 256, engine.logical_id, {}
+                engine.logical_id, engine.handler, DEFAULT_RUNTIME, 60, 256, engine.logical_id, {}
             )
             profile = {"AWS_PROFILE": args.profile} if args.profile else {}
             return Target(spec, {**lambda_variables(spec, region), **profile}, region)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rotators.cli.invoke import LambdaContext, resolve_environment
-from rotators.cli.samtemplate import SamTemplate, parse_parameter_overrides
+from rotators.cli.samtemplate import DEFAULT_RUNTIME, SamTemplate, parse_parameter_overrides
 from rotators.cli.wire import ENGINES, rotation_rules
 from rotators.database import DatabaseRotator
 from rotators.errors import ConfigurationError
@@ -29,10 +29,18 @@ def test_every_engine_has_a_function_with_its_handler_from_globals(template: Sam
     for engine, expected in ENGINES.items():
         spec = template.function(expected.logical_id)
         assert spec.handler == expected.handler, engine
-        assert spec.runtime == "python3.12", "Globals apply to every function"
+        assert spec.runtime == DEFAULT_RUNTIME, "Globals apply to every function"
         assert spec.timeout == 60 and spec.memory == 256
         assert spec.architectures == ("x86_64",)
     assert template.function("ApiKeyExampleRotator").condition == "DeployApiKeyExample"
+
+
+def test_sam_build_makes_wheels_for_the_template_runtime() -> None:
+    """sam/Makefile picks the wheels' CPython; a bundle for another one would not import on Lambda."""
+    makefile = (ROOT / "sam" / "Makefile").read_text()
+    version = re.search(r"^LAMBDA_PYTHON \?= (\S+)", makefile, re.MULTILINE)
+    assert version is not None
+    assert f"python{version.group(1)}" == DEFAULT_RUNTIME
 
 
 def test_function_name_resolves_sub_with_parameter_default_and_override() -> None:
