@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test lint unit pythons bench server-packages clean sam-validate sam-build sam-check
+.PHONY: demo test lint unit pythons bench server-packages clean sam-validate sam-build sam-check local-start local-stop
 
 # A virtualenv with the package (editable), its PostgreSQL driver and the dev tools.
 $(BIN)/.installed: pyproject.toml
@@ -26,6 +26,14 @@ server-packages:
 
 demo: server-packages $(BIN)/.installed
 	$(BIN)/rotators demo
+
+# What the sample events in events/ need, left running in the background (README: "Run a rotator
+# locally"); MARIADB=1 adds a MariaDB for events/mysql/.
+local-start: server-packages $(BIN)/.installed
+	$(BIN)/rotators local start $(if $(MARIADB),--mariadb)
+
+local-stop: $(BIN)/.installed
+	$(BIN)/rotators local stop
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check rotators tests bench sam

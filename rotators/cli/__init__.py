@@ -28,20 +28,24 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--engine", help="engine module (postgresql, mysql, ...); default: the secret's")
     check.add_argument("--json", action="store_true", help="print the checks as JSON")
     from rotators.cli import invoke as invoke_module
+    from rotators.cli import local as local_module
     from rotators.cli import wire as wire_module
 
     invoke_help = "run a function of template.yaml with an event file, like sam local invoke"
     rotate_help = "start a rotation and run its four steps here, as Secrets Manager would"
     wire_help = "attach a deployed rotator to a secret (RotateSecret with rotation rules)"
+    local_help = "start or stop the local servers and secrets the sample events in events/ need"
     invoke_module.add_arguments(commands.add_parser("invoke", help=invoke_help))
     wire_module.add_rotate_arguments(commands.add_parser("rotate", help=rotate_help))
     wire_module.add_wire_arguments(commands.add_parser("wire", help=wire_help))
+    local_module.add_arguments(commands.add_parser("local", help=local_help))
     args = parser.parse_args(argv)
 
     sam_commands = {
         "invoke": invoke_module.run,
         "rotate": wire_module.rotate_command,
         "wire": wire_module.wire_command,
+        "local": local_module.run,
     }
     if args.command in sam_commands:
         return sam_commands[args.command](args)
