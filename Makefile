@@ -45,9 +45,8 @@ unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit
 
 # One worker per core (at most 4): each starts its own servers; the time goes to waiting on them.
-# Tests that share a fixed resource (a port the sample events name) carry one xdist_group.
 test: server-packages lint sam-check pythons
-	$(BIN)/pytest -n auto --maxprocesses=4 --dist loadgroup
+	$(BIN)/pytest -n auto --maxprocesses=4
 
 # The other Pythons Lambda runs: on each, the unit tests and a rotation per engine and strategy
 # (the conformance suite), in its own virtualenv. A version that is not installed (as pythonX.Y

@@ -7,6 +7,7 @@ Every test here needs 127.0.0.1:5000, the address events/env.json names: one xdi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,6 @@ import pytest
 
 from rotators.cli.local import ENDPOINT, EVENTS_TOKEN, HOST, MARIADB, PORT, POSTGRESQL, STATE_DIR, EventSet
 from rotators.secrets import AWSCURRENT, AWSPREVIOUS
-
-pytestmark = pytest.mark.xdist_group("sample-events-port")
 
 ROOT = Path(__file__).resolve().parents[2]
 ROTATORS = Path(sys.executable).with_name("rotators")
@@ -114,14 +114,17 @@ class Shell:
 
 @pytest.fixture
 def shell() -> Iterator[Shell]:
-    """Nothing of `rotators local` before; whatever a test started is stopped after, pass or fail."""
-    assert not STATE_DIR.exists(), f"`rotators local` is running already ({STATE_DIR}): stop it first"
-    shell = Shell()
-    try:
-        yield shell
-    finally:
-        if STATE_DIR.exists():
-            shell.run("rotators local stop")
+    """Nothing of `rotators local` before; whatever a test started is stopped after, pass or fail.
+    One test at a time holds the events' port, whichever pytest-xdist worker runs it."""
+    with (Path(tempfile.gettempdir()) / "rotators-local-tests.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert not STATE_DIR.exists(), f"`rotators local` is running already ({STATE_DIR}): stop it first"
+        shell = Shell()
+        try:
+            yield shell
+        finally:
+            if STATE_DIR.exists():
+                shell.run("rotators local stop")
 
 
 # -- what the servers and the endpoint hold -------------------------------------------------------
