@@ -27,6 +27,25 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--secret-id", required=True, help="name or ARN of the secret")
     check.add_argument("--engine", help="engine module (postgresql, mysql, ...); default: the secret's")
     check.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor = commands.add_parser(
+        "doctor",
+        help="explain a stuck or failed rotation and apply the safe fixes (exit 0 healthy, 1 failing, "
+        "3 unreachable, 4 pending)",
+    )
+    doctor.add_argument("secret_id", nargs="?", metavar="SECRET", help="name or ARN of the secret")
+    doctor.add_argument("--all", action="store_true", help="every secret that --function rotates")
+    doctor.add_argument("--function", metavar="ARN", help="with --all: the rotation function (ARN or name)")
+    doctor.add_argument("--fix", action="store_true", help="move labels back to what works, after asking")
+    doctor.add_argument("--yes", action="store_true", help="with --fix: do not ask (for scripts)")
+    doctor.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    doctor.add_argument(
+        "--stale-after",
+        type=float,
+        default=60,
+        metavar="MINUTES",
+        help="an AWSPENDING younger than this may be a rotation still running: left alone (default: 60)",
+    )
+    doctor.add_argument("--no-cloudtrail", action="store_true", help="do not look up the last attempt")
     from rotators.cli import invoke as invoke_module
     from rotators.cli import local as local_module
     from rotators.cli import wire as wire_module
@@ -54,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         from rotators.cli import check as check_module
 
         return check_module.render(check_module.run_checks(args.secret_id, args.engine), args.json)
+
+    if args.command == "doctor":
+        from rotators.cli import doctor as doctor_module
+
+        return doctor_module.run(args)
 
     if args.command == "demo":
         os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "WARNING"
