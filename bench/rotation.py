@@ -17,6 +17,7 @@ os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
 import argparse
 import contextlib
 import io
+import json
 import multiprocessing
 import platform
 import statistics
@@ -32,10 +33,11 @@ import boto3
 import psycopg
 from psycopg import sql
 
+from rotators import endpoints
 from rotators.engines.postgresql import PostgreSQLRotator
 from rotators.secrets import SecretStore
 from rotators.testing.postgres import PostgresFactory, PostgresServer
-from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.testing.secretsmanager import REGION, LocalSecretsManager
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 
@@ -47,12 +49,41 @@ class Bench:
         client = boto3.client("secretsmanager", endpoint_url=sm.endpoint_url)
         client.meta.events.register("before-call.secretsmanager.*", self._count)
         self.rotator = PostgreSQLRotator(SecretStore(client))  # one warm container
+        self._service_clients: dict[tuple[str, str | None], Any] = {}
+        endpoints.sdk_client = self._service_client  # RDS's calls are counted too
         with self._admin() as conn:
             conn.execute("CREATE ROLE bench_master LOGIN CREATEROLE PASSWORD 'Bench-Master-1'")
         self.master_arn = sm.create_secret("bench/master", self._value("bench_master", "Bench-Master-1"))
 
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] += 1
+
+    def _service_client(self, service: str, region: str | None) -> Any:
+        """The rotator's client of a database service (one per container, as in Lambda), counted."""
+        if (service, region) not in self._service_clients:
+            client = boto3.client(service, region_name=region)  # type: ignore[call-overload]
+            client.meta.events.register(
+                f"before-call.{client.meta.service_model.endpoint_prefix}.*", self._count
+            )
+            self._service_clients[(service, region)] = client
+        return self._service_clients[(service, region)]
+
+    def managed_master(self) -> str:
+        """A master secret as RDS manages it (moto's RDS): username and password only, tagged with an
+        instance whose endpoint (moto's model, pointed here) is the bench's server."""
+        from moto.rds.models import DBInstance
+
+        server = self.server
+        DBInstance.endpoint = property(lambda _: {"Address": server.host, "Port": server.port})  # type: ignore[method-assign, assignment]
+        rds = boto3.client("rds", endpoint_url=self.sm.endpoint_url, region_name=REGION)
+        made = rds.create_db_instance(
+            DBInstanceIdentifier="bench", Engine="postgres", DBInstanceClass="db.t3.micro",
+            MasterUsername="admin", ManageMasterUserPassword=True, AllocatedStorage=20,
+        )["DBInstance"]  # fmt: skip
+        arn: str = made["MasterUserSecret"]["SecretArn"]
+        login = {"username": "bench_master", "password": "Bench-Master-1"}  # the service rotated it
+        self.sm.client.put_secret_value(SecretId=arn, SecretString=json.dumps(login))
+        return arn
 
     def _admin(self) -> psycopg.Connection[Any]:
         return psycopg.connect(**self.server.admin_dsn(), autocommit=True)  # type: ignore[arg-type]
@@ -63,7 +94,7 @@ class Bench:
             "username": user, "password": password, "dbname": "postgres", **extra,
         }  # fmt: skip
 
-    def new_secret(self, alternating: bool) -> str:
+    def new_secret(self, alternating: bool, master: str | None = None) -> str:
         user, password = f"b_{uuid.uuid4().hex[:12]}", "Initial-" + uuid.uuid4().hex
         with self._admin() as conn:
             conn.execute(
@@ -71,7 +102,7 @@ class Bench:
                     sql.Identifier(user), sql.Literal(password)
                 )
             )
-        extra = {"masterarn": self.master_arn} if alternating else {}
+        extra = {"masterarn": master or self.master_arn} if alternating else {}
         return self.sm.create_secret(user, self._value(user, password, **extra))
 
     def rotate(self, arn: str, rotator: PostgreSQLRotator | None = None) -> None:
@@ -84,8 +115,8 @@ class Bench:
         return self.server.log_path.read_text(errors="replace").count("connection authorized")
 
 
-def per_rotation(bench: Bench, alternating: bool) -> tuple[Counter[str], int]:
-    arn = bench.new_secret(alternating)
+def per_rotation(bench: Bench, alternating: bool, master: str | None = None) -> tuple[Counter[str], int]:
+    arn = bench.new_secret(alternating, master)
     bench.rotate(arn)  # the first alternating rotation creates the clone; measure the steady state
     bench.calls.clear()
     before = bench.connections()
@@ -93,8 +124,8 @@ def per_rotation(bench: Bench, alternating: bool) -> tuple[Counter[str], int]:
     return Counter(bench.calls), bench.connections() - before
 
 
-def wall_times(bench: Bench, alternating: bool, runs: int) -> list[float]:
-    arn = bench.new_secret(alternating)
+def wall_times(bench: Bench, alternating: bool, runs: int, master: str | None = None) -> list[float]:
+    arn = bench.new_secret(alternating, master)
     times = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -165,7 +196,8 @@ def main() -> int:
 
     factory, sm = PostgresFactory(), LocalSecretsManager()
     try:
-        with sm.environ(ROTATORS_CA_BUNDLE=str(factory.ca.cert_path)):
+        ca_bundle = str(factory.ca.cert_path)
+        with sm.environ(ROTATORS_CA_BUNDLE=ca_bundle, AWS_ENDPOINT_URL_RDS=sm.endpoint_url):
             bench = Bench(factory.start(), sm)
             machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
             print(
@@ -175,11 +207,15 @@ def main() -> int:
             header = "| strategy | API calls per rotation | by operation | DB connections | wall time"
             print(f"{header}, median of {args.runs} |")
             print("|---|---|---|---|---|")
-            for alternating in (False, True):
-                calls, conns = per_rotation(bench, alternating)
-                median = statistics.median(wall_times(bench, alternating, args.runs))
-                by_op = ", ".join(f"{name} {n}" for name, n in sorted(calls.items()))
-                name = "alternating users" if alternating else "single user"
+            strategies = [
+                ("single user", False, None),
+                ("alternating users", True, None),
+                ("alternating users, master secret managed by RDS", True, bench.managed_master()),
+            ]
+            for name, alternating, master in strategies:
+                calls, conns = per_rotation(bench, alternating, master)
+                median = statistics.median(wall_times(bench, alternating, args.runs, master))
+                by_op = ", ".join(f"{op} {n}" for op, n in sorted(calls.items()))
                 print(f"| {name} | {sum(calls.values())} | {by_op} | {conns} | {median:.1f} ms |")
             print(AWS_SAMPLE)
             print("\n| added by the Security model | strategy | step | closes |\n|---|---|---|---|")

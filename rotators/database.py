@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from rotators.endpoints import Database, Services, secret_engine
 from rotators.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -22,7 +23,9 @@ from rotators.errors import (
     SecretFormatError,
     SecretNotFoundError,
     SecretTestError,
+    ServicePermissionError,
     TargetMismatchError,
+    clipped,
     redact,
     shown,
 )
@@ -31,7 +34,7 @@ from rotators.rotation import MAX_DEPTH, RotationContext, Rotator, deeper_than
 
 if TYPE_CHECKING:
     from rotators.engines import Engine
-from rotators.secrets import AWSCURRENT, PasswordPolicy
+from rotators.secrets import AWSCURRENT, PasswordPolicy, SecretStore, error_code
 from rotators.settings import TLS_MODES, ConnectTimeout, env_bool, exclude_characters, password_length
 from rotators.settings import ca_bundle as ca_bundle_setting
 from rotators.settings import connect_timeout as connect_timeout_setting
@@ -764,11 +767,97 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 "it or let this rotator read it"
             ) from None
         ctx.remember(text)
-        master = self.parse(text, where=where)
-        ctx.remember(master.password)
-        if (master.host.lower(), master.port) != (pending.host.lower(), pending.port):
+        found = self.find_master(text, pending, where=where, app_name=shown(ctx.secret_id))
+        ctx.remember(found.secret.password)
+        return found.secret
+
+    def find_master(
+        self,
+        text: str,
+        app: DatabaseSecret,
+        *,
+        where: str,
+        app_name: str = "the app secret",
+        store: SecretStore | None = None,
+    ) -> MasterLogin:
+        """The master's login from its secret's AWSCURRENT `text`, and how `app` reaches the master's
+        database: the same host and port, or (asking the service, at most once a call) a read
+        replica, reader endpoint or reader instance of it. Anything else: TargetMismatchError."""
+        assert app.masterarn is not None
+        services = Services()
+        database = None
+        if _lacks_host(text):
+            database = services.tagged(self._tags(app.masterarn, store or self.store), app.masterarn)
+            master = self._managed_master(text, database, app, where)
+        else:
+            master = self.parse(text, where=where)
+        origin = database.origin if database else "the master secret"
+        if (master.host.lower(), master.port) == (app.host.lower(), app.port):
+            return MasterLogin(master, origin, "the same host")
+        database = database or services.named_by(master.host, master.port, master.raw)
+        route = services.reader_of(database, app.host, app.port) if database else None
+        if route is None:
             raise TargetMismatchError(
-                f"{where} points at another server than {shown(ctx.secret_id)}: the master secret must "
-                "name the same host and port"
+                f"{where} points at {clipped(master.host, 200)}:{master.port}, not "
+                f"{clipped(app.host, 200)}:{app.port} as {app_name} does: the master secret must name the "
+                "same host and port, or the app secret a read replica, reader endpoint or reader "
+                "instance of the master's database (README: Master secrets managed by RDS, Aurora and "
+                "Redshift)"
             )
-        return master
+        logger.info(f"the app secret's host is {route}: the master changes the password on the writer")
+        return MasterLogin(master, origin, route)
+
+    @staticmethod
+    def _tags(masterarn: str, store: SecretStore) -> Mapping[str, str]:
+        try:
+            return store.describe(masterarn).tags
+        except RotationError:
+            raise
+        except Exception as exc:
+            if error_code(exc) in ("AccessDenied", "AccessDeniedException"):
+                raise ServicePermissionError(
+                    f"The function's role may not call secretsmanager:DescribeSecret on the master secret "
+                    f"{shown(masterarn)}, which has no 'host': its tags name the database. Grant it "
+                    "(template.yaml does for MasterSecretArns), then retry the step"
+                ) from None
+            raise
+
+    def _managed_master(
+        self, text: str, database: Database, app: DatabaseSecret, where: str
+    ) -> DatabaseSecret:
+        """A service-managed master secret holds only username and password: the service gives the
+        endpoint and engine. It has no TLS settings: the app secret's are taken where they are no
+        weaker than the function's own (ROTATORS_SSLMODE, ROTATORS_CA_BUNDLE), so an app secret can
+        ask for more (verify-full) but never less, nor another CA."""
+        engine = secret_engine(database.engine)
+        if engine not in self.engines:
+            raise SecretFormatError(
+                f"{where} belongs to {database.arn}, a {shown(database.engine, 60)} database "
+                f"({database.origin}), but this rotator serves {sorted(self.engines)}: attach the "
+                "rotator for that engine"
+            )
+        value = json.loads(text)
+        tls = {key: app.raw[key] for key in ("ssl", "sslmode", "sslrootcert") if key in app.raw}
+        login = {key: value.get(key) for key in ("username", "password")}
+        raw = {"engine": engine, "host": database.writer.host, "port": database.writer.port, **login, **tls}
+        master = self.parse(json.dumps(raw), where=where)
+        return no_weaker(master, replace(master, tls=TlsSettings()))
+
+
+@dataclass(frozen=True)
+class MasterLogin:
+    """The master's login; where its endpoint came from (the secret, or which service call); and
+    how the app secret reaches the master's database (the same host, a read replica ...)."""
+
+    secret: DatabaseSecret
+    origin: str
+    route: str
+
+
+def _lacks_host(text: str) -> bool:
+    """A JSON object without `host`: the shape of a master secret the service manages."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False  # parse says what is wrong
+    return isinstance(value, dict) and not value.get("host")

@@ -103,3 +103,21 @@ class PasswordChangeError(RotationError):
 
 class SecretTestError(RotationError):
     """The pending secret did not pass the test step."""
+
+
+class EndpointLookupError(RotationError):
+    """A database service's API could not say where the master's database is, or which
+    addresses reach it: each subclass names what to fix."""
+
+
+class UnknownDatabaseTagError(EndpointLookupError):
+    """A master secret without `host` carries none of the tags RDS, Aurora and Redshift put on
+    the secrets they manage."""
+
+
+class DatabaseNotFoundError(EndpointLookupError):
+    """The service does not know the database that a master secret's tag names."""
+
+
+class ServicePermissionError(EndpointLookupError):
+    """The function's role may not make a read-only call the lookup needs."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,8 @@ class SecretMeta:
     name: str
     rotation_enabled: bool
     versions: Mapping[str, frozenset[str]]
+    # The secret's tags: a master secret that RDS, Aurora or Redshift manage names its database here.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     def stages_of(self, version_id: str) -> frozenset[str]:
         return self.versions.get(version_id, frozenset())
@@ -76,7 +78,8 @@ def _client(endpoint_url: str | None) -> SecretsManagerClient:
     return boto3.client("secretsmanager", endpoint_url=endpoint_url, config=config)
 
 
-def _error_code(exc: Exception) -> str:
+def error_code(exc: Exception) -> str:
+    """The AWS error code of an SDK exception ("" for any other exception)."""
     response: Any = getattr(exc, "response", None)
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
@@ -104,7 +107,7 @@ class SecretStore:
         try:
             found = self.client.describe_secret(SecretId=secret_id)
         except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 raise SecretNotFoundError(
                     f"Secret {shown(secret_id)} does not exist: check the SecretId and the region"
                 ) from None
@@ -116,6 +119,7 @@ class SecretStore:
             versions={
                 version: frozenset(stages) for version, stages in found.get("VersionIdsToStages", {}).items()
             },
+            tags={tag["Key"]: tag["Value"] for tag in found.get("Tags", [])},
         )
 
     def get(self, secret_id: str, *, stage: str, version_id: str | None = None) -> str:
@@ -136,7 +140,7 @@ class SecretStore:
         try:
             found = self.client.get_secret_value(**kwargs)
         except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
         if "SecretString" not in found:
@@ -210,7 +214,7 @@ class SecretStore:
         try:
             found = self.client.get_secret_value(SecretId=secret_id, VersionId=version_id)
         except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
         return found.get("SecretString")

@@ -14,7 +14,14 @@ from typing import Any
 
 from rotators.database import NOT_CHECKED, DatabaseRotator, DatabaseSecret
 from rotators.engines import BY_NAME, ENGINES, Engine, serving
-from rotators.errors import RotationError, SecretFormatError, clipped, shown
+from rotators.errors import (
+    EndpointLookupError,
+    RotationError,
+    SecretFormatError,
+    TargetMismatchError,
+    clipped,
+    shown,
+)
 from rotators.secrets import AWSCURRENT, SecretStore
 
 
@@ -185,22 +192,37 @@ def _name_and_policy(rotator: DatabaseRotator[Any], secret: DatabaseSecret) -> I
 def _master(
     rotator: DatabaseRotator[Any], store: SecretStore, secret: DatabaseSecret
 ) -> Generator[Check, None, DatabaseSecret | None]:
+    """The master's login as setSecret finds it: from its secret, or from the database service's
+    API for a master secret the service manages (each call it makes is one the role needs)."""
     assert secret.masterarn is not None
     try:
-        master = rotator.parse(store.get(secret.masterarn, stage=AWSCURRENT), where="the master secret")
+        text = store.get(secret.masterarn, stage=AWSCURRENT)
     except Exception as exc:
         yield Check("master secret", False, _safe(exc), "fix 'masterarn' or the Lambda's access to it")
         return None
-    if (master.host.lower(), master.port) != (secret.host.lower(), secret.port):
+    try:
+        found = rotator.find_master(text, secret, where="the master secret", store=store)
+    except EndpointLookupError as exc:
+        yield Check("master endpoint", False, str(exc), "grant the permission, or fix the master secret")
+        return None
+    except TargetMismatchError as exc:
         yield Check(
             "master secret",
             False,
-            f"points at {clipped(master.host, 200)}:{master.port}, "
-            f"not {clipped(secret.host, 200)}:{secret.port}",
-            "the master secret must name the same host and port",
+            str(exc),
+            "the master secret must name the same host and port, or the app secret a replica or reader",
         )
         return None
-    yield Check("master secret", True, f"{shown(master.username)} on the same host")
+    except RotationError as exc:
+        yield Check("master secret", False, str(exc), "fix the master secret (see README: The secret)")
+        return None
+    master = found.secret
+    yield Check(
+        "master secret",
+        True,
+        f"{shown(master.username)} at {clipped(master.host, 200)}:{master.port} (from {found.origin}); "
+        f"the app secret's host: {found.route}",
+    )
     return master
 
 
