@@ -10,6 +10,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from rotators.endpoints import Database, Services, secret_engine
@@ -274,6 +275,9 @@ def ssl_context(secret: DatabaseSecret) -> ssl.SSLContext | None:
         context.verify_mode = ssl.CERT_NONE
     return context
 
+
+# Unlabelled versions a single-user setSecret tries, newest first, when no labelled one logs in.
+RECOVERABLE_VERSIONS = 5
 
 _TLS_STRENGTH = {None: 0, "require": 1, "verify-ca": 2, "verify-full": 3}
 
@@ -609,7 +613,8 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
 
     def _set_as_user(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> None:
         """Log in as the user itself and change its password; fall back only when refused."""
-        for label, login in self._single_user_logins(ctx, pending):
+        untried: list[str] = []  # unlabelled versions beyond the bound, for the error
+        for label, login in self._single_user_logins(ctx, pending, untried):
             try:
                 with self.connect(login, login.username, login.password) as conn:
                     if login.password == pending.password:
@@ -621,18 +626,20 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                     return
             except LoginRefusedError:
                 logger.info(f"{label} does not log in: trying the next staged version")
+        beyond = f" ({len(untried)} older unlabelled versions were not tried)" if untried else ""
         raise LoginError(
-            f"No staged version of {shown(ctx.secret_id)} (AWSCURRENT, AWSPENDING, AWSPREVIOUS) logs in "
-            f"as {shown(pending.username)}: the password was changed outside Secrets Manager; reset it "
-            "to the AWSCURRENT value (or put the working one as AWSCURRENT) and rotate again"
+            f"No version of {shown(ctx.secret_id)} (AWSCURRENT, AWSPENDING, AWSPREVIOUS, the "
+            f"{RECOVERABLE_VERSIONS} newest unlabelled) logs in as {shown(pending.username)}{beyond}: the "
+            "password was changed outside Secrets Manager. `rotators doctor` shows what logs in and the "
+            "fix; or reset the password to the AWSCURRENT value and rotate again"
         )
 
     def _single_user_logins(
-        self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret
+        self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret, untried: list[str]
     ) -> Iterator[tuple[str, DatabaseSecret]]:
         """AWSCURRENT does the work; AWSPENDING says it was already done; AWSPREVIOUS recovers
-        a half-finished earlier rotation. Later ones are read only when needed. Each logs in with
-        its own TLS settings, and AWSPREVIOUS never with weaker ones than AWSCURRENT."""
+        a half-finished earlier rotation; then versions without a label. Later ones are read only
+        when needed. Each logs in with its own TLS settings, never weaker than AWSCURRENT's."""
         current = ctx.current
         yield AWSCURRENT, current
         yield "AWSPENDING", pending
@@ -647,6 +654,33 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 "AWSPREVIOUS",
                 no_weaker(previous, current),
             )
+        yield from self._unlabelled_logins(ctx, pending, untried)
+
+    def _unlabelled_logins(
+        self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret, untried: list[str]
+    ) -> Iterator[tuple[str, DatabaseSecret]]:
+        """A rotation abandoned after its setSecret (AWSPENDING taken off by hand, as AWS's advice
+        for a stuck rotation goes) left the database on a version that no label names: the newest
+        few such versions, for this user on this server. Ids are logged, never values."""
+        listed = list(enumerate(v for v in self.store.versions(ctx.secret_id) if not v.stages))
+        oldest = datetime.min.replace(tzinfo=UTC)
+        # Newest first; on equal dates the later listed (moto stamps every version with the time of the call).
+        listed.sort(key=lambda found: (found[1].created or oldest, found[0]), reverse=True)
+        versions = [version for _, version in listed]
+        untried += [v.version_id for v in versions[RECOVERABLE_VERSIONS:]]
+        for version in versions[:RECOVERABLE_VERSIONS]:
+            text = self.store.find_version(ctx.secret_id, version.version_id)
+            if text is None:
+                continue
+            ctx.remember(text)
+            try:
+                login = self.parse(text, where=f"version {version.version_id} of {shown(ctx.secret_id)}")
+            except SecretFormatError:
+                continue
+            ctx.remember(login.password)
+            tried = login.password in (ctx.current.password, pending.password)
+            if login.target == pending.target and login.username == pending.username and not tried:
+                yield f"unlabelled version {version.version_id}", no_weaker(login, ctx.current)
 
     def _set_as_master(self, ctx: RotationContext[DatabaseSecret], pending: DatabaseSecret) -> None:
         """The master acts only for a user that AWSCURRENT proves it can log in as (AWS's

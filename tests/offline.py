@@ -50,6 +50,9 @@ class FakeSecretsManager:
         password = self.new_password if self.passwords is None else self.passwords.pop(0)
         return {"RandomPassword": password}
 
+    def list_secret_version_ids(self, *, SecretId: str, **_: Any) -> Any:
+        return {"Versions": [{"VersionId": v, "VersionStages": s} for v, s in self.versions.items()]}
+
     def describe_secret(self, *, SecretId: str) -> Any:
         return {
             "ARN": f"arn:{SecretId}",

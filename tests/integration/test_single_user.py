@@ -122,7 +122,7 @@ def test_password_changed_behind_our_back_fails_clearly_and_moves_nothing(
     by_hand = db.new_password()
     db.admin.set_password(login.username, by_hand)
     token = _created(db, arn)
-    db.fails(arn, token, "setSecret", LoginError, "No staged version")
+    db.fails(arn, token, "setSecret", LoginError, r"No version of .* logs in")
     assert db.logs_in(login.username, by_hand), "the working password was not touched"
 
 

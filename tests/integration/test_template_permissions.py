@@ -127,14 +127,25 @@ class Recorder:
     step: str = ""
 
     def rotate(self, make: type[Rotator[Any]], arn: str, rotations: int = 2) -> None:
+        for _ in range(rotations):
+            self._run(make, arn, self.local_sm.start_rotation(arn), STEPS)
+
+    def abandon(self, make: type[Rotator[Any]], arn: str) -> None:
+        """createSecret and setSecret, then AWSPENDING taken off by hand: the next single-user
+        setSecret recovers from the unlabelled version."""
+        token = self.local_sm.start_rotation(arn)
+        self._run(make, arn, token, STEPS[:2])
+        self.local_sm.client.update_secret_version_stage(
+            SecretId=arn, VersionStage="AWSPENDING", RemoveFromVersionId=token
+        )
+
+    def _run(self, make: type[Rotator[Any]], arn: str, token: str, steps: Iterable[str]) -> None:
         client = boto3.client("secretsmanager", endpoint_url=self.local_sm.endpoint_url)
         client.meta.events.register("before-parameter-build.secretsmanager.*", self._record)
         rotator = make(SecretStore(client))
-        for _ in range(rotations):
-            token = self.local_sm.start_rotation(arn)
-            for step in STEPS:
-                self.step = step
-                invoke(rotator.handle, arn, token, step)
+        for step in steps:
+            self.step = step
+            invoke(rotator.handle, arn, token, step)
 
     def _record(self, model: Any, params: Mapping[str, Any], **_: Any) -> None:
         context: dict[str, tuple[str, ...]] = {}
@@ -183,11 +194,15 @@ def test_the_postgresql_role_grants_exactly_what_both_strategies_call(
     template = SamTemplate.load(TEMPLATE, {"MasterSecretArns": master, "KmsKeyArns": KMS_KEY})
     own = function_arn(template, "PostgreSQLRotator")
     recorder = Recorder(local_sm, {secret: own, alternating: own, master: None})
+    recorder.abandon(PostgreSQLRotator, secret)
     recorder.rotate(PostgreSQLRotator, secret)
     recorder.rotate(PostgreSQLRotator, alternating)
 
     seen = {(c.step, c.action) for c in recorder.calls}
     assert ("testSecret", "secretsmanager:UpdateSecretVersionStage") in seen, "testSecret marks the version"
+    assert ("setSecret", "secretsmanager:ListSecretVersionIds") in seen, (
+        "setSecret recovered the abandoned one"
+    )
     on_master = {(c.action, c.context.get(STAGE)) for c in recorder.calls if c.resource == master}
     assert on_master == {("secretsmanager:GetSecretValue", ("AWSCURRENT",))}, "only AWSCURRENT is read"
     # A master secret that names its host uses nothing of the lookup policy for service-managed
@@ -230,7 +245,7 @@ def test_the_roles_refuse_what_no_rotator_may_do() -> None:
         Call("", "secretsmanager:PutSecretValue", master, {STAGE: ("AWSPENDING",)}),
         Call("", "secretsmanager:GetSecretValue", other, theirs),  # attached to another rotator
         Call("", "secretsmanager:PutSecretValue", other),  # attached to none
-        Call("", "secretsmanager:ListSecretVersionIds", other, own),
+        Call("", "secretsmanager:ListSecretVersionIds", master),
         Call("", "secretsmanager:DeleteSecret", other, own),
     ]
     allowed = [str(c) for c in refused if any(s.allows(c) for s in statements)]

@@ -93,7 +93,7 @@ def test_single_user_with_no_working_password_fails_and_sends_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     double = OracleDouble(passwords={"APP": "Set-by-hand-9"}).install(monkeypatch)
-    with pytest.raises(errors.LoginError, match="No staged version"):
+    with pytest.raises(errors.LoginError, match=r"No version of .* logs in"):
         set_secret(*rotation("app", previous=PREVIOUS, password=NEW_PASSWORD))
     assert double.statements == []
 
