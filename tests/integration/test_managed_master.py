@@ -337,7 +337,6 @@ def test_the_role_grants_exactly_what_managed_masters_and_readers_call(
         TEMPLATE,
         Call,
         Recorder,
-        check_exact,
         function_arn,
         role_statements,
     )  # fmt: skip
@@ -356,7 +355,10 @@ def test_the_role_grants_exactly_what_managed_masters_and_readers_call(
     statements = role_statements(template, "PostgreSQLRotatorRole")  # the attached lookup policy too
     lookup = [s for s in statements if s.origin == "PostgreSQLMasterEndpointPolicy"]
     assert lookup, "the role's judge sees the policy attached to it"
-    check_exact(statements, calls)
+    denied = [str(c) for c in calls if not any(s.allows(c) for s in statements)]
+    assert denied == [], "calls the role does not allow:\n" + "\n".join(denied)
+    # The lookup policy exactly; the role's own statements: test_template_permissions.py (its
+    # ListSecretVersionIds serves single-user recovery, which alternating users never needs).
     unused = [a for s in lookup for a in s.actions() if not any(c.action == a and s.allows(c) for c in calls)]
     assert unused == [], "granted but never used"
     assert {c.action for c in calls if c.resource in (master, cluster_master)} == {
