@@ -10,7 +10,6 @@ from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from rotators.endpoints import Database, Services, secret_engine
@@ -32,14 +31,14 @@ from rotators.errors import (
 )
 from rotators.log import logger, tracer
 from rotators.rotation import MAX_DEPTH, RotationContext, Rotator, deeper_than
-
-if TYPE_CHECKING:
-    from rotators.engines import Engine
 from rotators.secrets import AWSCURRENT, PasswordPolicy, SecretStore, error_code
 from rotators.settings import TLS_MODES, ConnectTimeout, env_bool, exclude_characters, password_length
 from rotators.settings import ca_bundle as ca_bundle_setting
 from rotators.settings import connect_timeout as connect_timeout_setting
 from rotators.settings import sslmode as sslmode_setting
+
+if TYPE_CHECKING:
+    from rotators.engines import Engine
 
 Conn = TypeVar("Conn")
 
@@ -62,7 +61,7 @@ _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # libpq's sslmode values the rotator takes: `disable` is "ssl": false; allow and prefer fall back
 # to plaintext without a word, so a secret cannot ask for them.
 _SSLMODES = ("disable", *TLS_MODES)
-_PORT = re.compile(r"[0-9]{1,5}")
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: int() also reads Arabic-Indic digits
 # OpenSSL's words when a chain fails RFC 5280's profile, which Python 3.13 checks (VERIFY_X509_STRICT).
 _NOT_STRICT_X509 = re.compile(
     r"Missing (?:Authority|Subject) Key Identifier|CA cert not marked critical|does not include key usage"
@@ -72,7 +71,7 @@ STRICT_X509_HINT = (
     "(RFC 5280: key identifiers, key usage, critical basic constraints): reissue the database's "
     "CA and certificate with them; until then, only a function on "
     "python3.12 or older accepts it"
-)  # ASCII digits only: int() also reads Arabic-Indic digits
+)
 
 
 class LoginRefusedError(LoginError):
@@ -662,11 +661,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         """A rotation abandoned after its setSecret (AWSPENDING taken off by hand, as AWS's advice
         for a stuck rotation goes) left the database on a version that no label names: the newest
         few such versions, for this user on this server. Ids are logged, never values."""
-        listed = list(enumerate(v for v in self.store.versions(ctx.secret_id) if not v.stages))
-        oldest = datetime.min.replace(tzinfo=UTC)
-        # Newest first; on equal dates the later listed (moto stamps every version with the time of the call).
-        listed.sort(key=lambda found: (found[1].created or oldest, found[0]), reverse=True)
-        versions = [version for _, version in listed]
+        versions = [v for v in self.store.versions(ctx.secret_id) if not v.stages]  # newest first
         untried += [v.version_id for v in versions[RECOVERABLE_VERSIONS:]]
         for version in versions[:RECOVERABLE_VERSIONS]:
             text = self.store.find_version(ctx.secret_id, version.version_id)

@@ -6,7 +6,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -196,7 +196,8 @@ class SecretStore:
         )["RandomPassword"]
 
     def versions(self, secret_id: str) -> list[VersionInfo]:
-        """Every version, labelled or not: custom rotators find keys of abandoned rotations here."""
+        """Every version, labelled or not, newest first (abandoned rotations leave theirs here).
+        On equal dates the later listed comes first: moto stamps every version with the call's time."""
         found: list[VersionInfo] = []
         kwargs: dict[str, Any] = {"SecretId": secret_id, "IncludeDeprecated": True, "MaxResults": 100}
         while True:
@@ -206,8 +207,11 @@ class SecretStore:
                 for v in page.get("Versions", [])
             )
             if not page.get("NextToken"):
-                return found
+                break
             kwargs["NextToken"] = page["NextToken"]
+        oldest = datetime.min.replace(tzinfo=UTC)
+        ranked = sorted(enumerate(found), key=lambda item: (item[1].created or oldest, item[0]), reverse=True)
+        return [version for _, version in ranked]
 
     def find_version(self, secret_id: str, version_id: str) -> str | None:
         """The value of one version whatever its labels; None for a version that has none."""

@@ -67,7 +67,9 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
         meta = store.describe(secret_id)
         text = store.get(secret_id, stage=AWSCURRENT)
     except Exception as exc:
-        yield Check("secret readable", False, _safe(exc), "check the secret id, region and IAM permissions")
+        yield Check(
+            "secret readable", False, safe_error(exc), "check the secret id, region and IAM permissions"
+        )
         return
     yield Check("secret readable", True, f"{meta.name}: AWSCURRENT read")
     described = store.client.describe_secret(SecretId=secret_id)
@@ -82,7 +84,7 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
         f"schedule={schedule}",
     )
 
-    module = engine or _engine_of(text)
+    module = engine or engine_of(text)
     if module is None:
         yield Check("engine", False, "the secret has no known 'engine'", "pass --engine or set 'engine'")
         return
@@ -102,7 +104,7 @@ def _checks(secret_id: str, engine: str | None, store: SecretStore) -> Iterator[
     yield from _name_and_policy(rotator, secret)
     master = None
     if secret.masterarn:
-        master = yield from _master(rotator, store, secret)
+        master = yield from master_checks(rotator, store, secret)
         if master is None:
             return
     found = yield from _logins(rotator, secret, master)
@@ -189,7 +191,7 @@ def _name_and_policy(rotator: DatabaseRotator[Any], secret: DatabaseSecret) -> I
     )
 
 
-def _master(
+def master_checks(
     rotator: DatabaseRotator[Any], store: SecretStore, secret: DatabaseSecret
 ) -> Generator[Check, None, DatabaseSecret | None]:
     """The master's login as setSecret finds it: from its secret, or from the database service's
@@ -198,7 +200,7 @@ def _master(
     try:
         text = store.get(secret.masterarn, stage=AWSCURRENT)
     except Exception as exc:
-        yield Check("master secret", False, _safe(exc), "fix 'masterarn' or the Lambda's access to it")
+        yield Check("master secret", False, safe_error(exc), "fix 'masterarn' or the Lambda's access to it")
         return None
     try:
         found = rotator.find_master(text, secret, where="the master secret", store=store)
@@ -226,7 +228,7 @@ def _master(
     return master
 
 
-def _engine_of(text: str) -> str | None:
+def engine_of(text: str) -> str | None:
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):  # the rotator's own parse says what is wrong
@@ -235,7 +237,7 @@ def _engine_of(text: str) -> str | None:
     return engine if isinstance(engine, str) else None
 
 
-def _safe(exc: Exception) -> str:
+def safe_error(exc: Exception) -> str:
     """Our errors are safe to show; an SDK error is shown by its code only."""
     if isinstance(exc, RotationError):
         return str(exc)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Literal, TypeVar
 
-from rotators.cli.check import Check, _engine_of, _master, _safe, rotator_serving
+from rotators.cli.check import Check, engine_of, master_checks, rotator_serving, safe_error
 from rotators.database import DatabaseRotator, DatabaseSecret, address, no_weaker
 from rotators.errors import DatabaseUnavailableError, RotationError, clipped, shown
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretStore, VersionInfo
@@ -168,7 +168,7 @@ class CloudTrailHistory:
                 page = cloudtrail.lookup_events(LookupAttributes=lookup, MaxResults=50)
                 events += [_event(found) for found in page.get("Events", [])]
         except Exception as exc:  # no permission, no credentials, no network: say so, go on
-            reason = _safe(exc)
+            reason = safe_error(exc)
             self._skipped = (
                 "skipped: no cloudtrail:LookupEvents" if "AccessDenied" in reason else f"skipped: {reason}"
             )
@@ -253,13 +253,13 @@ def diagnose(
     try:
         described = store.client.describe_secret(SecretId=secret_id)
     except Exception as exc:
-        problem = f"the secret cannot be described: {_safe(exc)}"
+        problem = f"the secret cannot be described: {safe_error(exc)}"
         advice = "check the secret id, the region and secretsmanager:DescribeSecret"
         return Diagnosis(secret_id, secret_id, findings=[Finding("failing", problem, advice)])
     arn = described["ARN"]
     diagnosis = Diagnosis(described["Name"], arn, rotation=_rotation(described))
     diagnosis.last_attempt = history.last_attempt(arn, described["Name"])
-    engine = _examine(diagnosis, store, _newest_first(store.versions(arn)), stale_after)
+    engine = _examine(diagnosis, store, store.versions(arn), stale_after)
     if not described.get("RotationEnabled"):
         diagnosis.findings.append(_rotation_off(arn, described.get("RotationLambdaARN"), engine))
     return diagnosis
@@ -279,7 +279,7 @@ def _examine(
         diagnosis.findings.append(Finding("failing", problem, advice))
         return None
     try:
-        rotator = rotator_serving(_engine_of(text) or "")
+        rotator = rotator_serving(engine_of(text) or "")
         current = rotator.parse(text, where=f"the AWSCURRENT version of {diagnosis.secret!r}")
     except RotationError as exc:
         diagnosis.findings.append(Finding("failing", str(exc), "fix the secret's JSON (README: The secret)"))
@@ -313,7 +313,7 @@ def _examine_master(
     diagnosis: Diagnosis, rotator: DatabaseRotator[Any], store: SecretStore, prober: _Prober
 ) -> None:
     current = prober.current
-    rows, master = _drained(_master(rotator, store, current))
+    rows, master = _drained(master_checks(rotator, store, current))
     if master is None:
         diagnosis.master = rows[-1].detail
         diagnosis.findings.append(Finding("failing", f"the master secret: {rows[-1].detail}", rows[-1].fix))
@@ -478,13 +478,6 @@ def _rotation(described: Any) -> str:
     if described.get("RotationEnabled") and "NextRotationDate" in described:
         parts.append(f"next {_when(described['NextRotationDate'])}")
     return ", ".join(parts)
-
-
-def _newest_first(versions: list[VersionInfo]) -> list[VersionInfo]:
-    """By creation, newest first; versions of the same second in reverse listing order."""
-    oldest = datetime.min.replace(tzinfo=UTC)
-    ranked = sorted(enumerate(versions), key=lambda item: (item[1].created or oldest, item[0]), reverse=True)
-    return [version for _, version in ranked]
 
 
 def _drained(steps: Generator[Check, None, T]) -> tuple[list[Check], T]:
