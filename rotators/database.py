@@ -8,7 +8,7 @@ import re
 import ssl
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -25,6 +25,7 @@ from rotators.errors import (
     SecretTestError,
     ServicePermissionError,
     TargetMismatchError,
+    UserExistsError,
     clipped,
     redact,
     shown,
@@ -381,6 +382,16 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
             raise SecretTestError(f"The test query did not run as {shown(username)}")
 
     # -- what the master's safety rules ask an engine (alternating users) -------------------
+    def exclusive(self, conn: Conn, username: str) -> AbstractContextManager[None]:
+        """The server's lock on `username` for the master's checks and change, where the server
+        has one (two overlapping runs of setSecret take turns); without it, `user_exists` lets the
+        second run adopt what the first created."""
+        return nullcontext()
+
+    def user_exists(self, exc: Exception) -> bool:
+        """Whether the driver error says that the user being created exists already."""
+        return False
+
     def user_key(self, username: str, secret: DatabaseSecret) -> Hashable:
         """Who `username` of `secret` is to the server: two names with one key are one user."""
         return username
@@ -536,7 +547,8 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         if self.lost_connection(exc):
             return DatabaseUnavailableError(f"{label} went away during {what}: {text}; retry the step")
         hints = "; ".join(found for found in (self.error_hint(exc, None), hint) if found)
-        return PasswordChangeError(f"{label} refused {what}: {text}" + (f"; {hints}" if hints else ""))
+        failure = UserExistsError if self.user_exists(exc) else PasswordChangeError
+        return failure(f"{label} refused {what}: {text}" + (f"; {hints}" if hints else ""))
 
     def scrubbed(self, exc: Exception, secrets: Iterable[str]) -> str:
         """The driver's words without any of `secrets`."""
@@ -692,6 +704,22 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         if not self._current_logs_in(ctx, pending):
             return
         with self._as_master(master, pending) as conn:
+            try:
+                self._check_and_set(ctx, conn, pending)
+            except UserExistsError:
+                # Another run of this step (a retry that overlapped) created the user first, on a
+                # server without a lock for it: its work is checked like any clone, then adopted.
+                logger.info(f"{shown(pending.username)} was created meanwhile by another run: checked again")
+                self._check_and_set(ctx, conn, pending)
+        logger.info(f"password of {shown(pending.username)} set by the master user")
+
+    def _check_and_set(
+        self, ctx: RotationContext[DatabaseSecret], conn: Conn, pending: DatabaseSecret
+    ) -> None:
+        """The safety checks and the change, under the server's lock on the user: a concurrent
+        run waits, then checks what the first one made before it acts."""
+        current = ctx.current
+        with self.exclusive(conn, pending.username):
             admin, drift = self.power_problems(conn, current)
             if drift and self._previous_proves(ctx, pending):
                 logger.info(f"AWSPREVIOUS logs in as {shown(pending.username)}: its privileges are put right")
@@ -708,7 +736,6 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 self.clone_user(conn, current.username, pending.username, pending.password)
             else:
                 self.set_password(conn, pending.username, pending.password)
-        logger.info(f"password of {shown(pending.username)} set by the master user")
 
     # -- the master's safety rules, shared with `rotators check` ---------------------------------
     def master_user_named(self, current: DatabaseSecret, master: DatabaseSecret) -> str | None:

@@ -101,6 +101,10 @@ class PasswordChangeError(RotationError):
     """The database refused to change a password or create the clone user."""
 
 
+class UserExistsError(PasswordChangeError):
+    """The user to create exists: another run of the same step made it meanwhile."""
+
+
 class SecretTestError(RotationError):
     """The pending secret did not pass the test step."""
 

@@ -24,6 +24,7 @@ from rotators.log import logger
 
 _AUTHENTICATION_FAILED = 18
 _UNAUTHORIZED = 13
+_USER_EXISTS = 51003  # createUser of a user that exists
 _MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
 # Cluster, instance and elastic-cluster endpoints of Amazon DocumentDB, in every partition.
 _DOCUMENTDB_DOMAINS = (".docdb.amazonaws.com", ".docdb.amazonaws.com.cn", ".docdb-elastic.amazonaws.com")
@@ -128,6 +129,9 @@ class DocumentDBRotator(DatabaseRotator[Session]):
 
     def lost_connection(self, exc: Exception) -> bool:
         return isinstance(exc, ConnectionFailure)
+
+    def user_exists(self, exc: Exception) -> bool:
+        return isinstance(exc, OperationFailure) and exc.code == _USER_EXISTS
 
     def error_text(self, exc: Exception) -> str:
         """The server's own words without pymongo's topology dump."""

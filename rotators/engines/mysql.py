@@ -44,6 +44,8 @@ ER_ACCESS_DENIED = 1045
 ER_PASSWORD_EXPIRED = 1862
 ER_SET_PASSWORD_AUTH_PLUGIN = 1699  # a warning: SET PASSWORD ignored (e.g. a unix_socket account)
 CLIENT_ERRORS = range(2000, 3000)  # CR_*: the connection failed, not the statement
+ER_CANNOT_USER = 1396  # CREATE USER of an account that exists (among other failures)
+LOCK_WAIT_SECONDS = 20  # how long a master waits for another run of the step with the same user
 CR_AUTH_PLUGIN_ERR = 2061  # libmysqlclient's "Authentication requires secure connection"
 
 
@@ -178,6 +180,26 @@ class MySQLRotator(DatabaseRotator[Session]):
             f"{account_text(source_account)} {'copied' if statements else 'already held'} "
             f"({len(statements)} statements)"
         )
+
+    @contextmanager
+    def exclusive(self, conn: Session, username: str) -> Iterator[None]:
+        """A named lock (GET_LOCK, which needs no privilege) on the user: an overlapping run of the
+        step waits, then finds the account this one made. Released on disconnect too."""
+        name = f"rotators:{username}"[:64]  # the server's limit; a shared prefix only waits longer
+        (taken,) = self._rows(conn, "SELECT GET_LOCK(%s, %s)", (name, LOCK_WAIT_SECONDS))[0]
+        if taken != 1:
+            raise PasswordChangeError(
+                f"Another run of this step held the lock on {shown(username)} for {LOCK_WAIT_SECONDS} s, "
+                "so nothing was changed: retry the step"
+            )
+        try:
+            yield
+        finally:
+            with suppress(RotationError):  # the server drops it with the session anyway
+                self._rows(conn, "SELECT RELEASE_LOCK(%s)", (name,))
+
+    def user_exists(self, exc: Exception) -> bool:
+        return _code(exc) == ER_CANNOT_USER and "CREATE USER" in _message(exc)
 
     def _plugin(self, conn: Session, account: Account) -> str | None:
         """The account's one authentication plugin, from SHOW CREATE USER (which an account may

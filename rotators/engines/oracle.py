@@ -41,11 +41,11 @@ from rotators.errors import (
 from rotators.rotation import RotationContext
 from rotators.secrets import PasswordPolicy
 
-_LOGIN_REFUSED, _LOCKED, _EXPIRED = 1017, 28000, 28001
+_LOGIN_REFUSED, _LOCKED, _EXPIRED, _NAME_TAKEN = 1017, 28000, 28001, 1920
 _HINTS = {
     1031: "the master user lacks a privilege for this (ALTER USER, CREATE USER, or the grant WITH "
     "ADMIN/GRANT OPTION)",
-    1920: "that name is already taken by a role: rename the user or the role",
+    _NAME_TAKEN: "that name is already taken by a role: rename the user or the role",
     28003: "the profile's password verify function refused the generated password: align "
     "PASSWORD_LENGTH and EXCLUDE_* with its rules, then start a new rotation",
     28007: "the profile forbids reusing this password: start a new rotation for another one",
@@ -189,6 +189,9 @@ class OracleRotator(DatabaseRotator[OracleSession]):
         """The driver's words on one line, without its "Help:" link."""
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         return " ".join(line for line in lines if not line.startswith("Help:"))
+
+    def user_exists(self, exc: Exception) -> bool:
+        return _code(exc) == _NAME_TAKEN  # a role of that name fails the same way the second time
 
     def error_hint(self, exc: Exception, login: DatabaseSecret | None) -> str:
         if login is None or tls_mode(login) is None or re.search(_CERTIFICATE, self.error_text(exc)):

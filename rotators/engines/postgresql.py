@@ -39,6 +39,8 @@ _MEMBERSHIPS = (
     "SELECT r.rolname, bool_or(m.admin_option) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
     "WHERE m.member = %s GROUP BY 1 ORDER BY 1"
 )
+# How long a master waits for another run of the step to finish with the same user.
+LOCK_WAIT = "20s"
 # Objects in any database that the role owns or holds privileges on (pg_shdepend is cluster-wide).
 _DEPENDENTS = "SELECT count(*) FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid = %s"
 
@@ -167,6 +169,21 @@ class PostgreSQLRotator(DatabaseRotator[psycopg.Connection[Any]]):
             verb, sql.Identifier(clone), self._verifier(conn, clone, password)
         )
         self._execute(conn, [create, *statements], password)
+
+    @contextmanager
+    def exclusive(self, conn: psycopg.Connection[Any], username: str) -> Iterator[None]:
+        """One transaction holding an advisory lock on the user's name: the checks and the change
+        of an overlapping run wait for this one's commit, then see what it made."""
+        hint = f"another run of this step held the lock on {shown(username)} for {LOCK_WAIT}: retry the step"
+        with self.statement_errors(what=f"the change of {shown(username)}"), conn.transaction():  # its commit
+            with self.statement_errors(what=f"the lock on {shown(username)}", hint=hint):
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"rotators:{username}"])
+            yield
+
+    def user_exists(self, exc: Exception) -> bool:
+        # UniqueViolation: another session's CREATE ROLE of the name committed while this one ran.
+        return isinstance(exc, (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation))
 
     # -- the master's safety rules ---------------------------------------------------------
     def admin_power(self, conn: psycopg.Connection[Any], username: str) -> list[str]:

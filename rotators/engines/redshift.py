@@ -38,6 +38,9 @@ from rotators.rotation import RotationContext
 from rotators.secrets import PasswordPolicy
 
 _REFUSED_STATES = {"28P01", "28000"}  # invalid password; no such user or no pg_hba entry
+# CREATE USER of a user that exists; the unique violation when another session's CREATE USER of
+# the same name commits while this one runs.
+_USER_EXISTS = {"42710", "23505"}
 _CLEARTEXT_PASSWORD = 3  # AuthenticationCleartextPassword in PostgreSQL's (and Redshift's) protocol
 _SHOWN = 8  # items named in a refusal; the rest are counted
 
@@ -148,6 +151,9 @@ class RedshiftRotator(DatabaseRotator[GuardedConnection]):
 
     def lost_connection(self, exc: Exception) -> bool:
         return isinstance(exc, InterfaceError)  # no server error: the connection itself failed
+
+    def user_exists(self, exc: Exception) -> bool:
+        return _fields(exc).get("C") in _USER_EXISTS
 
     def error_text(self, exc: Exception) -> str:
         fields = _fields(exc)

@@ -353,6 +353,8 @@ class FakeServer:
     sent: list[str] = field(default_factory=list)
 
     def escape(self, value: object) -> str:
+        if isinstance(value, int):  # GET_LOCK's timeout
+            return str(value)
         assert isinstance(value, str)
         return "'" + escape_string(value) + "'"
 
@@ -374,6 +376,8 @@ class FakeServer:
             return [(self.current_user, 2)]
         if text == "SHOW WARNINGS":
             return list(self.warnings)
+        if text.startswith(("SELECT GET_LOCK(", "SELECT RELEASE_LOCK(")):
+            return [(1,)]
         if match := re.fullmatch(r"SELECT Host FROM mysql\.user WHERE User = '(.*?)'.*", text):
             return [(host,) for user, host in self.accounts if user == match[1]]
         if match := re.fullmatch(r"SELECT 1 FROM mysql\.user WHERE User = '(.*)' AND Host = '(.*)'", text):

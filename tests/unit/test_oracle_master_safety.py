@@ -22,7 +22,7 @@ from rotators.secrets import AWSCURRENT, ROTATORS_TESTED
 from rotators.testing.secretsmanager import LocalSecretsManager
 from rotators.testing.tls import CertificateAuthority
 from tests.conftest import invoke
-from tests.oracle_double import Dictionary, OracleDouble, stored
+from tests.oracle_double import Dictionary, OracleDouble, RecordingCursor, ora_error, stored
 
 LOGIN = {"engine": "oracle", "host": "db.example", "port": 2484, "dbname": "ORCLPDB1"}
 PASSWORD_CHANGE = re.compile(r"(CREATE|ALTER) USER .* IDENTIFIED BY ")
@@ -344,3 +344,31 @@ def test_finish_right_after_create_moves_nothing(oracle: Oracle) -> None:
     assert oracle.sm.value(arn, AWSCURRENT)["password"] == password
     assert oracle.double.statements == []
     assert oracle.logs_in(arn)
+
+
+def test_a_clone_created_meanwhile_by_another_run_is_checked_and_adopted(
+    oracle: Oracle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Oracle has no lock the master could take on a user: when an overlapping run of setSecret
+    creates the clone between this run's lookup and its CREATE USER (ORA-01920), this run checks
+    that clone like any other, then changes it."""
+    password = oracle.user("APP", "CREATE TABLE")
+    arn = oracle.app("app", password)
+    token = oracle.sm.start_rotation(arn)
+    invoke(handler, arn, token, "createSecret")
+    execute = RecordingCursor.execute
+
+    def raced(self: RecordingCursor, statement: str, parameters: dict[str, Any] | None = None) -> None:
+        execute(self, statement, parameters)  # on the first CREATE: the other run's, which lands first
+        if statement.startswith('CREATE USER "APP_CLONE"'):
+            raise ora_error(1920, "user name 'APP_CLONE' conflicts with another user or role name")
+
+    monkeypatch.setattr(RecordingCursor, "execute", raced)
+    invoke(handler, arn, token, "setSecret", "testSecret", "finishSecret")
+
+    assert oracle.sm.value(arn, AWSCURRENT)["username"] == "app_clone"
+    assert oracle.logs_in(arn)
+    changes = [s.split(" IDENTIFIED")[0] for s in oracle.double.statements if "IDENTIFIED BY" in s]
+    assert changes == ['CREATE USER "APP_CLONE"', 'ALTER USER "APP_CLONE"']
+    assert 'GRANT CREATE TABLE TO "APP_CLONE"' in oracle.double.statements
+    oracle.assert_master_intact()

@@ -197,8 +197,13 @@ def master_set_sql(current_user: str) -> list[str]:
 _SAFETY = ("SELECT r.rolname", "SELECT oid, rolsuper", "SELECT pg_has_role")
 
 
+# The master's lock on the user it changes (an overlapping run waits), in the same transaction.
+_LOCK = ["SELECT set_config('lock_timeout', %s, true)", "SELECT pg_advisory_xact_lock(hashtext(%s))"]
+
+
 def test_master_rotation_of_a_user_creates_its_clone() -> None:
     assert master_set_sql("app") == [
+        *_LOCK,
         "SELECT 1 FROM pg_roles WHERE rolname = %s",
         f'CREATE ROLE "app_clone" WITH LOGIN PASSWORD {verifier_literal("app_clone", "New-Value-2")}',
         'GRANT "app" TO "app_clone"',
@@ -208,12 +213,14 @@ def test_master_rotation_of_a_user_creates_its_clone() -> None:
 
 def test_master_rotation_of_the_clone_sets_the_original_password() -> None:
     assert master_set_sql("app_clone") == [
-        f'ALTER ROLE "app" WITH PASSWORD {verifier_literal("app", "New-Value-2")}'
+        *_LOCK,
+        f'ALTER ROLE "app" WITH PASSWORD {verifier_literal("app", "New-Value-2")}',
     ]
 
 
 def test_master_rotation_of_the_user_named_clone_creates_its_clone() -> None:
-    assert master_set_sql("_clone")[:2] == [
+    assert master_set_sql("_clone")[:4] == [
+        *_LOCK,
         "SELECT 1 FROM pg_roles WHERE rolname = %s",
         f'CREATE ROLE "_clone_clone" WITH LOGIN PASSWORD {verifier_literal("_clone_clone", "New-Value-2")}',
     ]
