@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rotators.errors import redact
 from rotators.testing.servers import ServerFactory, ServerProcess, chown, free_port, run_as
 
-# Small InnoDB files keep the template (and each copy of it) at about 25 MB.
+# Small InnoDB files keep the template (and each copy of it) at about 25 MB. Each install and server
+# has its own --tmpdir: in the shared /tmp, parallel bootstraps failed now and then deleting their
+# temporary tables (Errcode 2).
 _COMMON_OPTIONS = ("--innodb-log-file-size=8M", "--innodb-buffer-pool-size=16M", "--skip-name-resolve")
 
 
@@ -70,7 +73,7 @@ class MariaDBServer(ServerProcess):
             str(self.mariadbd), "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
             f"--bind-address={self.host}", f"--socket={self.home / 'mysqld.sock'}",
             f"--pid-file={self.home / 'mysqld.pid'}", f"--log-error={self.log}", "--skip-log-bin",
-            "--innodb-flush-log-at-trx-commit=0", *_COMMON_OPTIONS, *tls,
+            "--innodb-flush-log-at-trx-commit=0", f"--tmpdir={self.home}", *_COMMON_OPTIONS, *tls,
         ]  # fmt: skip
         self._spawn(command, log=self.home / "console.log", user=self.user)
 
@@ -126,14 +129,15 @@ class MariaDBFactory(ServerFactory[MariaDBServer]):
         command = [
             str(self.install_db), "--no-defaults", f"--datadir={self.template}",
             "--auth-root-authentication-method=normal", "--skip-test-db", f"--extra-file={setup}",
-            *_COMMON_OPTIONS,
+            f"--tmpdir={self.root}", *_COMMON_OPTIONS,
         ]  # fmt: skip
         if self.user is not None:
             command.append(f"--user={self.user}")
         try:
             subprocess.run(command, check=True, capture_output=True)
         except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"mariadb-install-db failed: {exc.stdout.decode()[-2000:]}") from None
+            said = redact(f"{exc.stdout.decode()[-1500:]}\n{exc.stderr.decode()[-1500:]}", [self.password])
+            raise RuntimeError(f"mariadb-install-db failed: {said}") from None
         finally:
             setup.unlink()
         chown(self.root, self.user)
