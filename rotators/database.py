@@ -351,7 +351,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         if "probe" not in traced and cls.probe is DatabaseRotator.probe:
             traced["probe"] = _named_for(cls, DatabaseRotator.probe)
         for name, method in traced.items():
-            setattr(cls, name, tracer.capture_method(method, capture_response=False, capture_error=False))
+            setattr(cls, name, tracer.method(method))
 
     # -- what an engine declares -------------------------------------------------------
     @abstractmethod

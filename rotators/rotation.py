@@ -208,9 +208,7 @@ class Rotator(ABC, Generic[S]):
         self.store = store or SecretStore()
         # Flush EMF metrics after every invocation (and a ColdStart metric on the first); trace
         # the invocation without capturing its response or error, either of which may hold a secret.
-        self._instrumented = metrics.log_metrics(capture_cold_start_metric=True)(
-            tracer.capture_lambda_handler(self._handle, capture_response=False, capture_error=False)
-        )
+        self._instrumented = metrics.log_metrics(capture_cold_start_metric=True)(tracer.handler(self._handle))
 
     # -- the secret value format -------------------------------------------------------
     @abstractmethod

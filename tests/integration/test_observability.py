@@ -103,7 +103,7 @@ class Emitter:
     def send_entity(self, entity): self.sent.append(json.loads(entity.serialize()))
     def set_daemon_address(self, address): pass
 
-from rotators.engines.postgresql import handler  # LAMBDA_TASK_ROOT is set: the Tracer is on
+from rotators.engines.postgresql import handler  # LAMBDA_TASK_ROOT and a sampled trace id: traced
 
 global_sdk_config.set_sdk_enabled(True)
 xray_recorder.configure(emitter=Emitter(), context=Context(), sampling=False)
@@ -115,18 +115,32 @@ print("TRACE " + json.dumps(Emitter.sent))
 """
 
 
-def test_cold_start_metric_and_traces_without_captured_values(
-    local_sm: LocalSecretsManager, secret: str, pg_factory: PostgresFactory, leak_check: Watched
-) -> None:
-    token = local_sm.start_rotation(secret)
+# The same rotation where X-Ray samples nothing: the X-Ray SDK is never imported.
+UNTRACED_RUN = """
+import sys
+from rotators.engines.postgresql import handler
+for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+    handler({"SecretId": sys.argv[1], "ClientRequestToken": sys.argv[2], "Step": step}, None)
+print("XRAY " + str(sorted(m for m in sys.modules if m.startswith(("aws_xray_sdk", "wrapt")))))
+"""
+SAMPLED = "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+def _run(
+    local_sm: LocalSecretsManager, pg_factory: PostgresFactory, code: str, secret: str, trace: str
+) -> str:
+    """`code` in a fresh interpreter as Lambda would run it (LAMBDA_TASK_ROOT set: Powertools traces),
+    with `trace` as the invocation's trace header; its output."""
     env = {
         **os.environ,
         **local_sm.environment(),
         "ROTATORS_CA_BUNDLE": str(pg_factory.ca.cert_path),
-        "LAMBDA_TASK_ROOT": str(pg_factory.root),  # what makes Powertools trace, as in Lambda
+        "LAMBDA_TASK_ROOT": str(pg_factory.root),
+        "_X_AMZN_TRACE_ID": trace,
     }
+    token = local_sm.start_rotation(secret)
     run = subprocess.run(
-        [sys.executable, "-c", TRACED_RUN, secret, token],
+        [sys.executable, "-c", code, secret, token],
         env=env,
         capture_output=True,
         text=True,
@@ -134,12 +148,29 @@ def test_cold_start_metric_and_traces_without_captured_values(
         check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    leak_check.output.extend([run.stdout, run.stderr])
+    return run.stdout + run.stderr
 
-    cold = [b for b in emf_blobs(run.stdout) if "ColdStart" in b]
+
+@pytest.mark.parametrize("trace", ["", SAMPLED.replace("Sampled=1", "Sampled=0")])
+def test_an_unsampled_rotation_never_imports_the_xray_sdk(
+    local_sm: LocalSecretsManager, secret: str, pg_factory: PostgresFactory, leak_check: Watched, trace: str
+) -> None:
+    output = _run(local_sm, pg_factory, UNTRACED_RUN, secret, trace)
+    leak_check.output.append(output)
+    assert "XRAY []" in output
+    assert local_sm.value(secret, "AWSCURRENT")["password"]
+
+
+def test_cold_start_metric_and_traces_without_captured_values(
+    local_sm: LocalSecretsManager, secret: str, pg_factory: PostgresFactory, leak_check: Watched
+) -> None:
+    output = _run(local_sm, pg_factory, TRACED_RUN, secret, SAMPLED)  # as Lambda sets it when sampled
+    leak_check.output.append(output)
+
+    cold = [b for b in emf_blobs(output) if "ColdStart" in b]
     assert len(cold) == 1, "one cold start per container"
 
-    trace = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("TRACE "))[6:])
+    trace = json.loads(next(line for line in output.splitlines() if line.startswith("TRACE "))[6:])
     names: list[str] = []
 
     def walk(entity: dict[str, Any]) -> None:
