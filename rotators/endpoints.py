@@ -29,7 +29,7 @@ from rotators.errors import (
     UnknownDatabaseTagError,
     shown,
 )
-from rotators.secrets import error_code
+from rotators.secrets import SDK_CONFIG, error_code, sdk_session
 
 INSTANCE = "RDS instance"
 CLUSTER = "RDS cluster"
@@ -88,12 +88,8 @@ def region_of(arn: str) -> str | None:
 @cache
 def _sdk_client(service: str, region: str | None, endpoint_settings: tuple[str | None, ...]) -> Any:
     """One client per container, service, region and endpoint setting (`endpoint_settings` only
-    keys the cache: boto3 reads AWS_ENDPOINT_URL_<SERVICE> and AWS_ENDPOINT_URL itself)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10)
-    return boto3.client(service, region_name=region, config=config)  # type: ignore[call-overload]
+    keys the cache: botocore reads AWS_ENDPOINT_URL_<SERVICE> and AWS_ENDPOINT_URL itself)."""
+    return sdk_session().create_client(service, region_name=region, config=SDK_CONFIG)
 
 
 def sdk_client(service: str, region: str | None) -> Any:
@@ -105,7 +101,7 @@ class Services:
     """The read-only calls of one invocation, each made at most once."""
 
     def __init__(self, client: Callable[[str, str | None], Any] | None = None) -> None:
-        self._client = client or sdk_client  # (service, region) -> a boto3 client
+        self._client = client or sdk_client  # (service, region) -> a botocore client
         self._answers: dict[tuple[str, str, str], Any] = {}
 
     # -- the master's database -------------------------------------------------------------------
