@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from rotators.endpoints import Database, Services, secret_engine
+from rotators.endpoints import DENIED, Database, Services, secret_engine
 from rotators.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -870,7 +870,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         except RotationError:
             raise
         except Exception as exc:
-            if error_code(exc) in ("AccessDenied", "AccessDeniedException"):
+            if error_code(exc) in DENIED:
                 raise ServicePermissionError(
                     f"The function's role may not call secretsmanager:DescribeSecret on the master secret "
                     f"{shown(masterarn)}, which has no 'host': its tags name the database. Grant it "

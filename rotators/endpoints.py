@@ -43,7 +43,12 @@ MANAGED_TAGS: Mapping[str, str] = {
     "aws:redshift-serverless:namespacearn": SERVERLESS,
 }
 _KIND_OF_TAG = {tag.lower(): kind for tag, kind in MANAGED_TAGS.items()}
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException"}
+DENIED = {  # the error codes of a call the role may not make
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnauthorizedException",
+}
 _NOT_FOUND = {
     "DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault", "DBClusterNotFound",
     "ClusterNotFound", "ClusterNotFoundFault", "ResourceNotFoundException", "InvalidParameterValue",
@@ -256,7 +261,7 @@ def _failure(exc: Exception, action: str, arn: str, why: str) -> EndpointLookupE
     """The SDK's error as a typed one that names the call, the ARN and what to do; only its code."""
     code = error_code(exc)
     about = f"{arn} ({why})" if why else arn
-    if code in _DENIED:
+    if code in DENIED:
         return ServicePermissionError(
             f"The function's role may not call {action} on {about}: grant {action} (template.yaml does when "
             "MasterSecretArns is set), then retry the step"
