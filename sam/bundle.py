@@ -15,6 +15,11 @@ or $LAMBDA_PRECOMPILE_PYTHON), the bundle also gets bytecode (`unchecked-hash` .
 Lambda's /var/task is read-only, so without them every cold start compiles the sources again
 (bench/bundles.py measures the difference). LAMBDA_PRECOMPILE=no turns this off.
 
+The AWS SDK is the one Lambda's Python runtime provides (boto3, botocore and their dependencies,
+as AWS's own rotation functions use it): a bundle leaves those distributions out, which keeps
+about 37 MB and their compilation out of it. ROTATORS_BUNDLE_SDK=bundled puts them in instead,
+for a function that must pin its SDK (README: Deploy with SAM).
+
 Installed wheels are kept for the day in .aws-sam/bundle-deps (or $ROTATORS_BUNDLE_CACHE), so a
 rebuild after an edit copies them instead of running pip again.
 
@@ -45,6 +50,18 @@ ARCHES = {"x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 ALLOW_MISSING = "ROTATORS_BUNDLE_ALLOW_MISSING"
 CACHE_DIR = "ROTATORS_BUNDLE_CACHE"
 DONE = ".rotators-deps-done"
+# Said on stderr when a bundle gets no bytecode; the cost is bench/coldstart.py's `source` rows.
+NO_BYTECODE = """
+WARNING: no Python {version} on this machine, so this bundle has NO BYTECODE. Lambda's code
+directory is read-only: every cold start then compiles the bundle's modules again, measured at
+about +240 ms (PostgreSQL) and +120 ms (MySQL) per cold start (README: Performance).
+Fix: install Python {version} (`uv python install {version}`, `pyenv install {version}`, or your
+package manager) and build again; or point LAMBDA_PRECOMPILE_PYTHON at one. LAMBDA_PRECOMPILE=no
+silences this.
+"""
+SDK_CHOICE = "ROTATORS_BUNDLE_SDK"  # runtime (the default) or bundled
+# What Lambda's Python runtime already holds beside its runtime client: boto3 and its dependencies.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 
 
 class BundleError(Exception):
@@ -121,6 +138,36 @@ def pip_install(reqs: list[str], out: Path, arch: str, python_version: str) -> N
     shutil.rmtree(out / "bin", ignore_errors=True)  # console scripts: useless in Lambda
 
 
+def sdk_choice() -> str:
+    choice = os.environ.get(SDK_CHOICE, "runtime").strip().lower() or "runtime"
+    if choice not in {"runtime", "bundled"}:
+        raise BundleError(f"{SDK_CHOICE} must be runtime or bundled, not {choice!r}")
+    return choice
+
+
+def drop_distributions(target: Path, names: tuple[str, ...]) -> list[str]:
+    """Remove installed distributions by their RECORD (every file pip wrote for them); the names
+    and versions of those removed."""
+    wanted = {re.sub(r"[-_.]+", "-", name).lower() for name in names}
+    dropped = []
+    for info in sorted(target.glob("*.dist-info")):
+        name, _, version = info.name.removesuffix(".dist-info").partition("-")
+        if re.sub(r"[-_.]+", "-", name).lower() not in wanted:
+            continue
+        for line in (info / "RECORD").read_text().splitlines():
+            path = target / line.split(",", 1)[0]
+            if path.is_file() and target in path.resolve().parents:
+                path.unlink()
+        shutil.rmtree(info, ignore_errors=True)
+        dropped.append(f"{name} {version}")
+    for folder in sorted(
+        (p for p in target.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+    ):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return dropped
+
+
 def find_python(version: str) -> str | None:
     """A CPython `version` (e.g. "3.12") on this machine, or None."""
     candidates = [os.environ.get("LAMBDA_PRECOMPILE_PYTHON", "")]
@@ -148,7 +195,8 @@ def precompile(target: Path, strip: Path, python_version: str) -> str:
         return "no bytecode (LAMBDA_PRECOMPILE=no)"
     python = find_python(python_version)
     if python is None:
-        return f"no bytecode: no Python {python_version} here (cold starts compile the sources)"
+        print(NO_BYTECODE.format(version=python_version), file=sys.stderr)
+        return f"NO BYTECODE: no Python {python_version} here (every cold start compiles the sources)"
     # unchecked-hash: used as they are (zip timestamps do not matter); -s/-p: tracebacks name /var/task
     command = [python, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash"]
     done = subprocess.run(
@@ -170,7 +218,9 @@ def dependencies(reqs: list[str], arch: str, python_version: str) -> tuple[Path,
     """
     cache = Path(os.environ.get(CACHE_DIR, ROOT / ".aws-sam" / "bundle-deps"))
     today = date.today().isoformat()
-    key = hashlib.sha256(json.dumps([reqs, arch, python_version, MANYLINUX]).encode()).hexdigest()[:16]
+    sdk, compiling = sdk_choice(), os.environ.get("LAMBDA_PRECOMPILE", "auto").lower()
+    inputs = [reqs, arch, python_version, MANYLINUX, sdk, compiling]
+    key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]
     final = cache / f"{today}-{key}"
     if (final / DONE).is_file():
         return final, (final / DONE).read_text() + " (cached today)"
@@ -181,6 +231,8 @@ def dependencies(reqs: list[str], arch: str, python_version: str) -> tuple[Path,
     work = Path(tempfile.mkdtemp(prefix=f"{today}-{key}-", dir=cache))
     try:
         pip_install(reqs, work, arch, python_version)
+        if sdk == "runtime":
+            drop_distributions(work, RUNTIME_PROVIDED)
         compiled = precompile(work, work, python_version)
         (work / DONE).write_text(compiled)
         try:
@@ -228,7 +280,8 @@ def build(source: Path, out: Path, handler: str, *, extra: str | None, arch: str
     for stale in (out / PACKAGE).rglob("__pycache__"):
         shutil.rmtree(stale, ignore_errors=True)
     precompile(out / PACKAGE, out, python_version)
-    return f"built {handler} with {', '.join(reqs)} for CPython {python_version} {arch}; {compiled}"
+    sdk = "the SDK bundled" if sdk_choice() == "bundled" else "the runtime's SDK (boto3, botocore)"
+    return f"built {handler} with {', '.join(reqs)} for CPython {python_version} {arch}, {sdk}; {compiled}"
 
 
 def main(argv: list[str] | None = None) -> int:
