@@ -69,10 +69,12 @@ pythons: server-packages
 	.venv-$*/bin/python -m pip install --quiet -e '.[suite]'
 	touch $@
 
-# The README's performance tables: rotations against local servers, then the built bundles.
+# The README's performance tables: rotations against local servers, then the built bundles, then
+# their cold starts under Lambda's runtime client (with and without bytecode) and the cost per rotation.
 bench: server-packages $(BIN)/.installed sam-build
 	$(BIN)/python bench/rotation.py
 	$(BIN)/python bench/bundles.py
+	$(BIN)/python bench/coldstart.py
 
 # Python 3.12 vs 3.13 for the template's runtime: cold INIT and rotations of each bundle under
 # Lambda's runtime client (awslambdaric) and a local Runtime API (bench/lambda_runtime.py).
@@ -109,8 +111,12 @@ sam-build: $(SAM_BIN)/.installed
 	  then rm -rf .aws-sam/cache; fi
 	$(SAM_ENV) sam build
 
-sam-check: sam-validate sam-build $(BIN)/.installed
+# bundles.py checks what each bundle holds; coldstart.py --check then has the PostgreSQL and MySQL
+# bundles rotate real users, both strategies, in one awslambdaric process per engine (SKIPPED
+# without a Python of the runtime's version).
+sam-check: server-packages sam-validate sam-build $(BIN)/.installed
 	$(BIN)/python bench/bundles.py
+	$(BIN)/python bench/coldstart.py --check --build-dir .aws-sam/build
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .venv-3.* .aws-sam .mypy_cache .ruff_cache .pytest_cache

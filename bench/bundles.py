@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "sam"))
 
 import bundle as bundle_module  # noqa: E402  (sam/bundle.py)
 
+from bench.runtimes import install_runtime_client  # noqa: E402
 from rotators.cli.samtemplate import FunctionSpec, SamTemplate  # noqa: E402
 from rotators.engines import ENGINES  # noqa: E402
 
@@ -71,6 +72,11 @@ def check_contents(spec: FunctionSpec, bundle: Path) -> list[str]:
             problems.append(f"its driver {modules[0]} is missing")
         if name != engine and present:
             problems.append(f"holds {name}'s driver ({', '.join(present)})")
+    sdk = sorted(top & {"boto3", "botocore", "s3transfer"})
+    if sdk and bundle_module.sdk_choice() == "runtime":
+        problems.append(
+            f"holds the SDK Lambda's runtime provides ({', '.join(sdk)}) without ROTATORS_BUNDLE_SDK=bundled"
+        )
     module = bundle.joinpath(*spec.handler.split(".")[:-1]).with_suffix(".py")
     if not module.is_file():
         problems.append(f"its handler module {module.relative_to(bundle)} is missing")
@@ -129,23 +135,25 @@ def find_python(runtime: str) -> str | None:
 _IMPORT = """
 import sys, time
 started = time.perf_counter()
-sys.path.insert(0, {bundle!r})
+sys.path[:0] = [{bundle!r}, {runtime!r}]  # /var/task, then the runtime's own (its SDK)
 import importlib
 module = importlib.import_module({module!r})
 assert callable(getattr(module, {attribute!r}))
 elapsed = time.perf_counter() - started
 outside = sorted(
     name for name, m in list(sys.modules.items())
-    if getattr(m, "__file__", None) and not m.__file__.startswith(({bundle!r}, sys.base_prefix))
+    if getattr(m, "__file__", None) and not m.__file__.startswith(({bundle!r}, {runtime!r}, sys.base_prefix))
 )
 print(elapsed * 1000, ",".join(outside))
 """
 
 
 def cold_import_ms(python: str, spec: FunctionSpec, bundle: Path, runs: int) -> tuple[float, str]:
-    """Median over fresh processes; -S keeps site-packages out, so only the bundle can serve imports."""
+    """Median over fresh processes; -S keeps site-packages out, so only the bundle and what Lambda's
+    runtime provides beside it (awslambdaric, boto3 and botocore) can serve imports."""
     module, _, attribute = spec.handler.rpartition(".")
-    code = _IMPORT.format(bundle=str(bundle), module=module, attribute=attribute)
+    runtime = install_runtime_client(python, spec.runtime.removeprefix("python"))
+    code = _IMPORT.format(bundle=str(bundle), runtime=str(runtime), module=module, attribute=attribute)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -76,8 +76,9 @@ class RuntimeAPI:
         function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local",
         *,
         timeout_s: float = 60.0,
+        sampled: bool = True,
     ) -> None:
-        self.function_arn, self.timeout_s = function_arn, timeout_s
+        self.function_arn, self.timeout_s, self.sampled = function_arn, timeout_s, sampled
         self.first_poll: float | None = None  # time.perf_counter() of the first GET /next
         self.init_error: dict[str, Any] | None = None
         self.polled = threading.Event()  # set by the first GET /next or an init error
@@ -121,7 +122,7 @@ class RuntimeAPI:
             "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
             "Lambda-Runtime-Deadline-Ms": str(int((time.time() + self.timeout_s) * 1000)),
             "Lambda-Runtime-Invoked-Function-Arn": self.function_arn,
-            "Lambda-Runtime-Trace-Id": _trace_id(),
+            "Lambda-Runtime-Trace-Id": _trace_id(self.sampled),
             "Content-Type": "application/json",
         }
         invocation.handed_out = time.perf_counter()
@@ -147,10 +148,11 @@ class RuntimeAPI:
         self.init_error = _error_object(body, error_type)
 
 
-def _trace_id() -> str:
-    """An X-Ray trace header as Lambda sends it for a sampled (Tracing: Active) invocation."""
+def _trace_id(sampled: bool) -> str:
+    """An X-Ray trace header as Lambda sends it: `Sampled=1` only where X-Ray records the
+    invocation (Tracing: Active), and the function may set up its tracer only then."""
     root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
-    return f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled=1"
+    return f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled={int(sampled)}"
 
 
 def _error_object(body: bytes, error_type: str) -> dict[str, Any]:
@@ -271,6 +273,17 @@ class RunningFunction:
         found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
         return int(found.group(1)) if found else None
 
+    def cpu_ms(self) -> float | None:
+        """CPU time the process has used so far (user + system, all its threads) in ms: what Lambda's
+        share of a vCPU would stretch; None where /proc cannot say. Resolution: one clock tick."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+        ticks = int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15 of proc(5)
+        return 1000 * ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """Ends the process (Lambda's shutdown: SIGTERM, then SIGKILL) and the emulator."""
         if self.process.poll() is None:
@@ -315,15 +328,17 @@ def start_function(
     function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local",
     timeout_s: float = 60.0,
     log: Path | None = None,
+    sampled: bool = True,
 ) -> RunningFunction:
     """Starts `<python> -m awslambdaric <handler>` in `bundle` as Lambda does, with its own emulator.
 
     `runtime_client` holds awslambdaric for this Python (pip install --target); `environment` is
     the function's own (template variables, credentials, region). The interpreter runs with -S: its
     site-packages are this machine's, not Lambda's, so the bundle and the runtime client are all
-    there is to import (and no .pth file runs). The process's output goes to `log`.
+    there is to import (and no .pth file runs). The process's output goes to `log`. `sampled`:
+    whether X-Ray samples each invocation (the function's Tracing is Active).
     """
-    api = RuntimeAPI(function_arn, timeout_s=timeout_s)
+    api = RuntimeAPI(function_arn, timeout_s=timeout_s, sampled=sampled)
     xray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # Tracing: Active sends segments here
     xray.bind(("127.0.0.1", 0))
     xray_address = "{}:{}".format(*xray.getsockname())

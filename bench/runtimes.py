@@ -4,8 +4,9 @@
 
 Chooses the template's runtime by measurement (issue 18). For each Python found (pyenv's, or
 python3.X on PATH; a missing one is said so) and each engine, it builds the function's bundle
-with sam/bundle.py for that Python (Lambda wheels, bytecode by that Python), installs
-awslambdaric (the runtime client of Lambda's Python image) for that Python, and runs the bundle
+with sam/bundle.py for that Python (Lambda wheels, bytecode by that Python), installs what
+Lambda's Python image holds beside the bundle for that Python (its runtime client awslambdaric,
+and boto3 with botocore, which the bundles leave out), and runs the bundle
 as Lambda does: `python -m awslambdaric <handler>` in the bundle, polling the Runtime API
 emulator of bench/lambda_runtime.py, with the function's variables from template.yaml. The
 databases are throwaway local servers (PostgreSQL; MariaDB for the mysql engine) with TLS, and
@@ -25,13 +26,15 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from importlib import metadata
@@ -43,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.lambda_runtime import RunningFunction, start_function  # noqa: E402
 from rotators.cli.invoke import lambda_variables  # noqa: E402
-from rotators.cli.samtemplate import LOCAL_ACCOUNT_ID, FunctionSpec, SamTemplate  # noqa: E402
+from rotators.cli.samtemplate import LOCAL_ACCOUNT_ID, FunctionSpec, SamTemplate, merge_globals  # noqa: E402
 from rotators.engines import BY_NAME, Engine  # noqa: E402
 from rotators.rotation import STEPS  # noqa: E402
 from rotators.testing.secretsmanager import REGION, LocalSecretsManager  # noqa: E402
@@ -52,7 +55,11 @@ from sam import bundle as bundler  # noqa: E402
 PYTHONS = ("3.12", "3.13")
 ENGINES = ("postgresql", "mysql")
 ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64"}  # this machine's, as template.yaml names it
-CLIENT_CACHE = ROOT / ".aws-sam" / "runtime-clients"  # awslambdaric per Python (pip --target)
+CLIENT_CACHE = ROOT / ".aws-sam" / "runtime-clients"  # the runtime's own packages per Python (pip --target)
+# What Lambda's Python image provides beside the bundle: its runtime client and the AWS SDK. The
+# marker file holds this line: a directory installed with another one is installed again.
+RUNTIME_PACKAGES = ("awslambdaric", "boto3")
+CLIENT_MARKER = ".installed"
 LOGS = ROOT / ".aws-sam" / "runtimes-logs"  # each function's output (Powertools logs, EMF lines)
 # Distributions whose versions the report names (from each bundle's own dist-info).
 REPORTED = (
@@ -64,6 +71,7 @@ REPORTED = (
     "psycopg",
     "psycopg-binary",
     "pymysql",
+    "pygresql",  # the driver of AWS's PostgreSQL sample (bench/coldstart.py --sample)
 )
 
 
@@ -88,7 +96,8 @@ class Database(ABC):
         }  # fmt: skip
 
     @abstractmethod
-    def add_login(self, username: str, password: str) -> None: ...
+    def add_login(self, username: str, password: str, *, master: bool = False) -> None:
+        """A login user; a `master` as the managed service makes it: it may manage other users."""
 
     @abstractmethod
     def logs_in(self, username: str, password: str) -> bool: ...
@@ -113,10 +122,10 @@ class PostgreSQL(Database):
     def secret(self, username: str, password: str) -> dict[str, Any]:
         return {**super().secret(username, password), "dbname": "postgres"}
 
-    def add_login(self, username: str, password: str) -> None:
+    def add_login(self, username: str, password: str, *, master: bool = False) -> None:
         from psycopg import sql
 
-        create = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+        create = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}" + (" CREATEROLE" if master else "")).format(
             sql.Identifier(username), sql.Literal(password)
         )
         with self._connect(**self.server.admin_dsn()) as conn:
@@ -158,8 +167,10 @@ class MariaDB(Database):
         self.server = self.factory.start()
         super().__init__(self.server.host, self.server.port, self.factory.ca.cert_path)
 
-    def add_login(self, username: str, password: str) -> None:
+    def add_login(self, username: str, password: str, *, master: bool = False) -> None:
         self._query("CREATE USER %s@%s IDENTIFIED BY %s", (username, self.login_host, password))
+        if master:  # RDS's master: every privilege with the grant option, not root
+            self._query("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (username, self.login_host))
 
     def logs_in(self, username: str, password: str) -> bool:
         import pymysql
@@ -191,42 +202,51 @@ DATABASES: dict[str, Callable[[], Database]] = {"postgresql": PostgreSQL, "mysql
 # -- what runs ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Run:
-    """One execution environment's numbers."""
+    """One execution environment's numbers; no rotation ones for a function measured at INIT only."""
 
     init_ms: float
-    cold_rotation_ms: float
-    warm_rotation_ms: float
+    cold_rotation_ms: float | None
+    warm_rotation_ms: float | None
     peak_rss_mb: float | None
+    cpu_ms: float | None = None  # the process's CPU time for INIT and the first rotation
 
 
 @dataclass
 class Result:
-    """One Python and engine: its bundle and the numbers of each timed run."""
+    """One Python, engine and bundle variant: its bundle and the numbers of each timed run."""
 
     python: str
     engine: str
     bundle_mb: float
+    variant: str = "bytecode"
     init_ms: list[float] = field(default_factory=list)
     cold_rotation_ms: list[float] = field(default_factory=list)
     warm_rotation_ms: list[float] = field(default_factory=list)
     peak_rss_mb: list[float] = field(default_factory=list)
+    init_and_first_ms: list[float] = field(default_factory=list)  # wall time, run by run
+    cpu_ms: list[float] = field(default_factory=list)  # CPU time of the same span, run by run
 
     def add(self, run: Run) -> None:
         self.init_ms.append(run.init_ms)
-        self.cold_rotation_ms.append(run.cold_rotation_ms)
-        self.warm_rotation_ms.append(run.warm_rotation_ms)
+        if run.cold_rotation_ms is not None:
+            self.cold_rotation_ms.append(run.cold_rotation_ms)
+            self.init_and_first_ms.append(run.init_ms + run.cold_rotation_ms)
+            if run.cpu_ms is not None:
+                self.cpu_ms.append(run.cpu_ms)
+        if run.warm_rotation_ms is not None:
+            self.warm_rotation_ms.append(run.warm_rotation_ms)
         if run.peak_rss_mb is not None:
             self.peak_rss_mb.append(run.peak_rss_mb)
 
 
 @dataclass
 class Runtime:
-    """A Python found here, with awslambdaric installed for it."""
+    """A Python found here, with the runtime's own packages installed for it."""
 
     version: str  # "3.12"
     python: str
     full_version: str
-    client: Path  # the pip --target directory of awslambdaric
+    client: Path  # the pip --target directory of RUNTIME_PACKAGES
 
     @property
     def name(self) -> str:
@@ -239,13 +259,19 @@ class Function:
 
     runtime: Runtime
     engine: Engine
-    spec: FunctionSpec
+    spec: FunctionSpec  # handler, name, memory, timeout and variables
     bundle: Path
     result: Result
+    sampled: bool = True  # X-Ray samples its invocations (Tracing: Active)
+    secret_extra: Mapping[str, Any] = field(default_factory=dict)  # what its secrets hold beyond ours
+    init_only: str | None = None  # why it cannot rotate here: then only INIT is measured
 
     @property
     def label(self) -> str:
-        return f"{self.runtime.name} {self.engine.name}"
+        return f"{self.runtime.name} {self.engine.name} {self.result.variant}"
+
+    def secret(self, database: Database, username: str, password: str) -> dict[str, Any]:
+        return {**database.secret(username, password), **self.secret_extra}
 
 
 def find_runtime(version: str) -> Runtime | None:
@@ -261,29 +287,87 @@ def find_runtime(version: str) -> Runtime | None:
 
 
 def install_runtime_client(python: str, version: str) -> Path:
-    """awslambdaric for this Python, installed once with its own pip (its wheels are per version)."""
+    """What Lambda's image holds for this Python beside the bundle (RUNTIME_PACKAGES), installed once
+    with its own pip: its wheels are per version, and pip writes bytecode, as the image has it."""
     target = CLIENT_CACHE / f"python{version}"
-    done = target / ".installed"
-    if not done.is_file():
+    done, wanted = target / CLIENT_MARKER, " ".join(RUNTIME_PACKAGES)
+    if not done.is_file() or done.read_text() != wanted:
+        shutil.rmtree(target, ignore_errors=True)  # installed for another list: nothing stale stays
         command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*command, "--upgrade", "--target", str(target), "awslambdaric"], check=True)
-        done.touch()
+        installed = subprocess.run(
+            [*command, "--target", str(target), *RUNTIME_PACKAGES],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if installed.returncode != 0:
+            raise BenchFailure(
+                f"pip could not install {wanted} for {python}: {installed.stderr.strip()[-500:]}"
+            )
+        done.write_text(wanted)
     return target
 
 
-def build(runtime: Runtime, engine: Engine, template: SamTemplate, into: Path) -> Function:
-    """The engine's bundle for this runtime, as `sam build` would make it with LAMBDA_PYTHON set."""
+def machine_architecture() -> str:
+    """This machine's architecture as template.yaml names it: the only one a bundle can run on here."""
     arch = ARCHITECTURES.get(platform.machine())
     if arch is None:
         raise BenchFailure(f"Lambda has no architecture for this machine ({platform.machine()})")
-    out = into / f"{runtime.name}-{engine.name}"
-    line = bundler.build(
-        ROOT / "rotators", out, engine.handler, extra=engine.name, arch=arch, python_version=runtime.version
-    )
-    print(f"  {line}")
-    size = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())
-    result = Result(runtime.name, engine.name, size / 2**20)
-    return Function(runtime, engine, template.function(engine.logical_id), out, result)
+    return arch
+
+
+def tracing_active(template: SamTemplate, logical_id: str) -> bool:
+    """Whether the function's Tracing (Globals merged, parameters resolved) is Active."""
+    resource = template.data["Resources"][logical_id]
+    properties = merge_globals(template.data.get("Globals", {}).get("Function", {}), resource["Properties"])
+    return bool(template.resolve(properties.get("Tracing", "PassThrough")) == "Active")
+
+
+def bundle_mb(bundle: Path) -> float:
+    return sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file()) / 2**20
+
+
+# What sam/bundle.py is told for each variant of a bundle. `source` is what a build machine without
+# the runtime's Python makes; its own wheel cache, since that cache keeps the wheels' bytecode.
+VARIANTS: dict[str, dict[str, str]] = {
+    "bytecode": {"LAMBDA_PRECOMPILE": "auto"},
+    "source": {"LAMBDA_PRECOMPILE": "no", bundler.CACHE_DIR: str(ROOT / ".aws-sam" / "bundle-deps-source")},
+}
+
+
+@contextmanager
+def environ(variables: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `variables` set, as it was afterwards."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def build(
+    runtime: Runtime, engine: Engine, template: SamTemplate, into: Path, variant: str = "bytecode"
+) -> Function:
+    """The engine's bundle for this runtime, as `sam build` would make it with LAMBDA_PYTHON set
+    (and, for the `source` variant, without that Python at hand)."""
+    arch = machine_architecture()
+    out = into / f"{runtime.name}-{engine.name}-{variant}"
+    with environ(VARIANTS[variant]):
+        line = bundler.build(
+            ROOT / "rotators", out, engine.handler, extra=engine.name, arch=arch,
+            python_version=runtime.version,
+        )  # fmt: skip
+    print(f"  {variant}: {line}")
+    if variant == "source" and any(out.rglob("*.pyc")):
+        raise BenchFailure(f"the {variant} bundle of {engine.name} holds bytecode: {out}")
+    result = Result(runtime.name, engine.name, bundle_mb(out), variant)
+    sampled = tracing_active(template, engine.logical_id)
+    return Function(runtime, engine, template.function(engine.logical_id), out, result, sampled)
 
 
 def function_environment(spec: FunctionSpec, sm: LocalSecretsManager, ca_bundle: Path) -> dict[str, str]:
@@ -295,6 +379,45 @@ def function_environment(spec: FunctionSpec, sm: LocalSecretsManager, ca_bundle:
 
 
 # -- one run ---------------------------------------------------------------------------------------------
+def new_secret(
+    function: Function, database: Database, sm: LocalSecretsManager, **extra: Any
+) -> tuple[str, str, str]:
+    """A new login on the server and its secret (with `extra` in it): the ARN, user and password."""
+    username, password = f"rt_{uuid.uuid4().hex[:12]}", secrets.token_urlsafe(18)
+    database.add_login(username, password)
+    arn = sm.create_secret(f"runtimes/{username}", {**function.secret(database, username, password), **extra})
+    return arn, username, password
+
+
+@contextmanager
+def started(
+    function: Function,
+    database: Database,
+    sm: LocalSecretsManager,
+    log: Path,
+    extra_environment: Mapping[str, str] | None = None,
+) -> Iterator[RunningFunction]:
+    """The function in a fresh runtime process, as Lambda starts it; stopped on the way out."""
+    spec = function.spec
+    with start_function(
+        function.bundle,
+        spec.handler,
+        python=function.runtime.python,
+        runtime=function.runtime.name,
+        runtime_client=function.runtime.client,
+        environment={**function_environment(spec, sm, database.ca_bundle), **(extra_environment or {})},
+        function_arn=f"arn:aws:lambda:{REGION}:{LOCAL_ACCOUNT_ID}:function:{spec.function_name}",
+        timeout_s=spec.timeout,
+        log=log,
+        sampled=function.sampled,
+    ) as running:
+        yield running
+
+
+def log_path(function: Function) -> Path:
+    return LOGS / f"{function.label.replace(' ', '-')}.log"
+
+
 def rotate(running: RunningFunction, sm: LocalSecretsManager, arn: str) -> float:
     """One rotation, the four steps as Secrets Manager invokes them; the sum of their times."""
     token = sm.start_rotation(arn)
@@ -305,44 +428,47 @@ def rotate(running: RunningFunction, sm: LocalSecretsManager, arn: str) -> float
             error = invocation.error or {}
             raise BenchFailure(f"{step.value} failed: {error.get('errorType')}: {error.get('errorMessage')}")
         total += invocation.duration_ms
-    if "AWSCURRENT" not in sm.stages(arn).get(token, []):
+    stages = sm.stages(arn).get(token, [])
+    if "AWSCURRENT" not in stages:
         raise BenchFailure("the rotation ended without its version as AWSCURRENT")
+    if "AWSPENDING" in stages:
+        # AWS's own functions leave AWSPENDING on the new AWSCURRENT version, which Secrets Manager
+        # takes as a finished rotation; moto would refuse the next RotateSecret, so it goes here.
+        sm.client.update_secret_version_stage(
+            SecretId=arn, VersionStage="AWSPENDING", RemoveFromVersionId=token
+        )
     return total
 
 
 def run_once(function: Function, database: Database, sm: LocalSecretsManager) -> Run:
     """A fresh execution environment: INIT, a cold rotation, a warm one; the new password must log in."""
-    log = LOGS / f"{function.runtime.name}-{function.engine.name}.log"
+    log = log_path(function)
     try:
         return _run(function, database, sm, log)
     except Exception as exc:
         raise BenchFailure(f"{function.label}: {exc} (the function's output: {log})") from exc
 
 
+def logs_in_changed(database: Database, sm: LocalSecretsManager, arn: str, old_password: str) -> None:
+    """The rotated AWSCURRENT must differ from `old_password` and log in."""
+    current = sm.value(arn, "AWSCURRENT")
+    if current["password"] == old_password or not database.logs_in(current["username"], current["password"]):
+        raise BenchFailure("the rotated AWSCURRENT does not log in (or did not change)")
+
+
 def _run(function: Function, database: Database, sm: LocalSecretsManager, log: Path) -> Run:
-    username, password = f"rt_{uuid.uuid4().hex[:12]}", secrets.token_urlsafe(18)
-    database.add_login(username, password)
-    arn = sm.create_secret(f"runtimes/{username}", database.secret(username, password))
-    spec = function.spec
-    with start_function(
-        function.bundle,
-        spec.handler,
-        python=function.runtime.python,
-        runtime=function.runtime.name,
-        runtime_client=function.runtime.client,
-        environment=function_environment(spec, sm, database.ca_bundle),
-        function_arn=f"arn:aws:lambda:{REGION}:{LOCAL_ACCOUNT_ID}:function:{spec.function_name}",
-        timeout_s=spec.timeout,
-        log=log,
-    ) as running:
+    arn, _, password = new_secret(function, database, sm)
+    with started(function, database, sm, log) as running:
         init_ms = running.wait_for_init()
+        if function.init_only is not None:
+            peak_kib = running.peak_rss_kib()
+            return Run(init_ms, None, None, peak_kib / 1024 if peak_kib is not None else None)
         cold_ms = rotate(running, sm, arn)
+        cpu_ms = running.cpu_ms()
         warm_ms = rotate(running, sm, arn)
         peak_kib = running.peak_rss_kib()
-    current = sm.value(arn, "AWSCURRENT")
-    if current["password"] == password or not database.logs_in(current["username"], current["password"]):
-        raise BenchFailure("the rotated AWSCURRENT does not log in (or did not change)")
-    return Run(init_ms, cold_ms, warm_ms, peak_kib / 1024 if peak_kib is not None else None)
+    logs_in_changed(database, sm, arn, password)
+    return Run(init_ms, cold_ms, warm_ms, peak_kib / 1024 if peak_kib is not None else None, cpu_ms)
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -368,17 +494,18 @@ def print_table(results: list[Result], runs: int) -> None:
 
 
 def versions(functions: list[Function], databases: Mapping[str, Database]) -> dict[str, str]:
-    """Interpreters, servers, and the runtime client, SDKs and drivers each bundle holds (its
-    dist-info); a version that differs between bundles is named with the bundles that hold it."""
+    """Interpreters, servers, what the runtime provides (its client and SDK) and the SDKs and drivers
+    each bundle holds (its dist-info); a version that differs between bundles is named with the
+    bundles that hold it."""
     found = {f.runtime.name: f"{f.runtime.full_version} ({f.runtime.python})" for f in functions}
     found.update({f"{name} server": database.version() for name, database in databases.items()})
     holders: dict[str, dict[str, list[str]]] = {}
     for function in functions:
-        for path in (function.runtime.client, function.bundle):
+        for path, where in ((function.runtime.client, " (the runtime's)"), (function.bundle, "")):
             for dist in metadata.distributions(path=[str(path)]):
                 name = dist.metadata["Name"].lower().replace("_", "-")
                 if name in REPORTED:
-                    holders.setdefault(name, {}).setdefault(dist.version, []).append(function.label)
+                    holders.setdefault(name + where, {}).setdefault(dist.version, []).append(function.label)
     for name, by_version in sorted(holders.items()):
         if len(by_version) == 1:
             found[name] = next(iter(by_version))
@@ -387,30 +514,50 @@ def versions(functions: list[Function], databases: Mapping[str, Database]) -> di
     return found
 
 
-def measure(runtimes: list[Runtime], engines: list[Engine], runs: int) -> tuple[list[Result], dict[str, str]]:
-    """Builds every bundle, starts the servers, then runs round-robin; the first round is untimed."""
-    template = SamTemplate.load(ROOT / "template.yaml")
+@contextmanager
+def servers(engines: list[Engine]) -> Iterator[tuple[dict[str, Database], LocalSecretsManager]]:
+    """A throwaway server per engine and a local Secrets Manager; a fresh log folder."""
     LOGS.mkdir(parents=True, exist_ok=True)
     for stale in LOGS.glob("*.log"):
         stale.unlink()
     databases: dict[str, Database] = {}
     sm = LocalSecretsManager()
     try:
-        with tempfile.TemporaryDirectory(prefix="rotators-runtimes-") as scratch:
-            print("Building the bundles (sam/bundle.py):")
-            functions = [build(rt, engine, template, Path(scratch)) for rt in runtimes for engine in engines]
-            for engine in engines:
-                databases[engine.name] = DATABASES[engine.name]()
-            for timed in (False, *([True] * runs)):  # untimed first: the page cache holds every bundle
-                for function in functions:
-                    run = run_once(function, databases[function.engine.name], sm)
-                    if timed:
-                        function.result.add(run)
-            return [function.result for function in functions], versions(functions, databases)
+        for engine in engines:
+            databases[engine.name] = DATABASES[engine.name]()
+        yield databases, sm
     finally:
         sm.close()
         for database in databases.values():
             database.close()
+
+
+def run_rounds(
+    functions: list[Function],
+    databases: Mapping[str, Database],
+    sm: LocalSecretsManager,
+    runs: int,
+    *,
+    warm_up: bool = True,
+) -> None:
+    """Runs round-robin, into each function's result; with `warm_up` the first round is untimed
+    (then the page cache holds every bundle)."""
+    for timed in (*([False] if warm_up else []), *([True] * runs)):
+        for function in functions:
+            run = run_once(function, databases[function.engine.name], sm)
+            if timed:
+                function.result.add(run)
+
+
+def measure(runtimes: list[Runtime], engines: list[Engine], runs: int) -> tuple[list[Result], dict[str, str]]:
+    """Builds every bundle, starts the servers, then runs round-robin; the first round is untimed."""
+    template = SamTemplate.load(ROOT / "template.yaml")
+    with tempfile.TemporaryDirectory(prefix="rotators-runtimes-") as scratch, servers(engines) as running:
+        databases, sm = running
+        print("Building the bundles (sam/bundle.py):")
+        functions = [build(rt, engine, template, Path(scratch)) for rt in runtimes for engine in engines]
+        run_rounds(functions, databases, sm, runs)
+        return [function.result for function in functions], versions(functions, databases)
 
 
 def find_runtimes(versions: list[str]) -> tuple[list[Runtime], list[str]]:
@@ -439,11 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the numbers and versions as JSON")
     args = parser.parse_args(argv)
 
-    runtimes, missing = find_runtimes(args.pythons)
-    if not runtimes:
-        print("FAILED: none of the Pythons is installed", file=sys.stderr)
-        return 1
     try:
+        runtimes, missing = find_runtimes(args.pythons)
+        if not runtimes:
+            print("FAILED: none of the Pythons is installed", file=sys.stderr)
+            return 1
         results, found = measure(runtimes, [BY_NAME[name] for name in args.engines], args.runs)
     except BenchFailure as exc:
         print(f"FAILED: {exc}", file=sys.stderr)

@@ -24,13 +24,24 @@ awslambdaric = pytest.importorskip("awslambdaric", reason="the runtime client co
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:tiny"
 TIMEOUT_S = 30
 MODULE = """
+import os
+import time
+
+
 def echo(event, context):
     return {
         "got": event["n"],
         "request_id": context.aws_request_id,
         "arn": context.invoked_function_arn,
         "remaining_ms": context.get_remaining_time_in_millis(),
+        "trace": os.environ.get("_X_AMZN_TRACE_ID", ""),
     }
+
+
+def spin(event, context):
+    until = time.process_time() + event["cpu_s"]
+    while time.process_time() < until:
+        pass
 
 
 def refuse(event, context):
@@ -39,7 +50,7 @@ def refuse(event, context):
 
 
 @contextmanager
-def running(tmp_path: Path, handler: str) -> Iterator[RunningFunction]:
+def running(tmp_path: Path, handler: str, *, sampled: bool = True) -> Iterator[RunningFunction]:
     """`tiny.<handler>` under the emulator, on this Python; stopped on the way out."""
     (tmp_path / "tiny.py").write_text(MODULE)
     function = start_function(
@@ -51,6 +62,7 @@ def running(tmp_path: Path, handler: str) -> Iterator[RunningFunction]:
         environment={"AWS_REGION": "us-east-1"},
         function_arn=ARN,
         timeout_s=TIMEOUT_S,
+        sampled=sampled,
     )
     with function:
         yield function
@@ -72,6 +84,29 @@ def test_init_and_each_response_reach_the_emulator_with_their_request_ids(tmp_pa
         assert 0 < invocation.response["remaining_ms"] <= TIMEOUT_S * 1000
         assert invocation.duration_ms > 0
     assert cold.request_id != warm.request_id
+    assert cold.response["trace"].endswith(";Sampled=1")  # Tracing: Active, the default
+
+
+def test_an_unsampled_function_gets_a_trace_header_that_says_so(tmp_path: Path) -> None:
+    with running(tmp_path, "echo", sampled=False) as function:
+        function.wait_for_init()
+        invocation = function.invoke({"n": 1})
+
+    assert invocation.ok
+    assert invocation.response["trace"].startswith("Root=1-")
+    assert invocation.response["trace"].endswith(";Sampled=0")
+
+
+def test_cpu_time_counts_what_the_process_spent_on_the_cpu(tmp_path: Path) -> None:
+    with running(tmp_path, "spin") as function:
+        function.wait_for_init()
+        before = function.cpu_ms()
+        assert function.invoke({"cpu_s": 0.3}).ok
+        after = function.cpu_ms()
+
+    assert before is not None and after is not None
+    assert before > 0  # starting the interpreter and the runtime client is CPU work too
+    assert 250 <= after - before < 2000  # one clock tick of resolution; the loop spins 300 ms
 
 
 def test_an_error_reaches_it_as_lambdas_error_object_and_the_runtime_goes_on(tmp_path: Path) -> None:

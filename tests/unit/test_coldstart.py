@@ -1,0 +1,171 @@
+"""The pure parts of bench/coldstart.py: the cost estimate, the module list, the tables.
+
+The numbers below are worked out by hand from Lambda's rule (1,769 MB = one vCPU) and its
+us-east-1 prices, so a change to the arithmetic or the constants fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.coldstart import (
+    FULL_VCPU_MB,
+    PRICE_PER_GB_S,
+    Entry,
+    cost_table,
+    estimate,
+    heavy_modules,
+    main_table,
+    markdown_table,
+    parse_importtime,
+    ratio,
+)
+from bench.runtimes import Function, Result, Runtime
+from rotators.cli.samtemplate import FunctionSpec
+from rotators.engines import BY_NAME
+
+
+def test_the_constants_are_lambdas() -> None:
+    assert FULL_VCPU_MB == 1769
+    assert PRICE_PER_GB_S == {"x86_64": 0.0000166667, "arm64": 0.0000133334}
+
+
+def test_below_one_vcpu_only_the_cpu_time_stretches() -> None:
+    cost = estimate(wall_ms=1000, cpu_ms=400, memory_mb=256)
+
+    # 600 ms of waiting as measured, 400 ms of CPU x 1769/256 (6.91015625)
+    assert cost.memory_mb == 256
+    assert cost.duration_ms == pytest.approx(3364.0625)
+    assert cost.gb_s == pytest.approx(0.841015625)  # 0.25 GB x 3.3640625 s
+    # 1,000 x (GB-s x price + 4 requests x $0.20 per million)
+    assert cost.usd_per_1000["x86_64"] == pytest.approx(0.0148169551)
+    assert cost.usd_per_1000["arm64"] == pytest.approx(0.0120135977)
+
+
+def test_from_one_vcpu_up_the_measured_time_stands() -> None:
+    cost = estimate(wall_ms=500, cpu_ms=300, memory_mb=2048)
+
+    assert cost.duration_ms == pytest.approx(500)
+    assert cost.gb_s == pytest.approx(1.0)  # 2 GB x 0.5 s
+    assert cost.usd_per_1000["x86_64"] == pytest.approx(1000 * (0.0000166667 + 4 * 0.2e-6))
+
+
+def test_cpu_time_above_the_wall_time_all_stretches() -> None:
+    # two threads on two cores here; one share of a vCPU runs them one after the other
+    cost = estimate(wall_ms=300, cpu_ms=500, memory_mb=128)
+
+    assert cost.duration_ms == pytest.approx(500 * 1769 / 128)
+    assert cost.gb_s == pytest.approx(0.86376953125)
+    assert cost.usd_per_1000["x86_64"] == pytest.approx(0.0151961876)
+
+
+def test_more_memory_costs_less_time_and_arm64_less_money() -> None:
+    costs = [estimate(800, 500, memory) for memory in (128, 256, 512)]
+
+    assert [c.duration_ms for c in costs] == sorted((c.duration_ms for c in costs), reverse=True)
+    for cost in costs:
+        assert cost.usd_per_1000["arm64"] < cost.usd_per_1000["x86_64"]
+
+
+IMPORTTIME = """\
+import time: self [us] | cumulative | imported package
+import '_io' # <class '_frozen_importlib.BuiltinImporter'>
+import time:       310 |        310 |   _io
+import 'marshal' # <class '_frozen_importlib.BuiltinImporter'>
+import time:        95 |         95 |   marshal
+{"level":"INFO","message":"a log line of the function, not an import"}
+# code object from /var/task/encodings/__init__.py
+import 'encodings' # <_frozen_importlib_external.SourceFileLoader object at 0x7f0a>
+import time:       812 |       1217 | encodings
+import 'botocore.client' # <_frozen_importlib_external.SourceFileLoader object at 0x7f0b>
+import time:      2250 |      40012 |     botocore.client
+import time:       123 |        123 |         cryptography
+import time:        53 |        175 |       cryptography.hazmat
+import 'asyncio' # <_frozen_importlib_external.SourceFileLoader object at 0x7f0c>
+import time:       120 |     120000 |   asyncio
+import time:         3 |          3 |         botocore.client
+import 'boto3' # <_frozen_importlib_external.SourceFileLoader object at 0x7f0d>
+import time:        44 |         44 | boto3
+import 'sys' # <class '_frozen_importlib.BuiltinImporter'>
+"""
+
+
+def test_the_module_list_is_of_the_imports_that_loaded_in_importtimes_order() -> None:
+    modules = parse_importtime(IMPORTTIME)
+
+    # cryptography was tried and is absent (-v never loaded it); sys predates -X importtime
+    assert modules == ["_io", "marshal", "encodings", "botocore.client", "asyncio", "boto3"]
+
+
+def test_heavy_modules_are_named_by_their_top_level_package_in_a_fixed_order() -> None:
+    loaded = ["psycopg.pq", "botocore.client", "asyncio", "asyncio_helper", "rotators.log", "wrapt"]
+
+    assert heavy_modules(loaded) == ["asyncio", "wrapt", "botocore", "psycopg"]
+    assert heavy_modules(["json", "rotators"]) == []
+
+
+def test_a_markdown_table_has_a_header_a_rule_and_a_line_per_row() -> None:
+    table = markdown_table(["function", "INIT ms"], [["ours", "120 (110-130)"], ["sample", "180"]])
+
+    assert table.splitlines() == [
+        "| function | INIT ms |",
+        "|---|---:|",
+        "| ours | 120 (110-130) |",
+        "| sample | 180 |",
+    ]
+    assert markdown_table(["a", "b", "c"], [], text_columns=2).splitlines()[1] == "|---|---|---:|"
+    with pytest.raises(ValueError, match="one cell per header"):
+        markdown_table(["a", "b"], [["only one"]])
+
+
+def test_a_ratio_is_of_the_medians() -> None:
+    assert ratio([100, 120, 500], [200, 240, 10]) == "0.60"  # 120 / 200
+    assert ratio([100], []) == "-"
+
+
+def entry(name: str, variant: str, *, sample: bool = False, **numbers: list[float]) -> Entry:
+    runtime = Runtime("3.13", "python3.13", "3.13.0", Path("/runtime"))
+    spec = FunctionSpec(name, "handler.handler", "python3.13", 60, 256, name, {})
+    result = Result("python3.13", "postgresql", 12.34, variant, **numbers)
+    function = Function(runtime, BY_NAME["postgresql"], spec, Path("/bundle"), result)
+    return Entry(function, name, 5.678, sample=sample, modules=["json", "psycopg", "asyncio.events"])
+
+
+def test_the_main_table_puts_our_ratios_to_the_sample_beside_each_variant() -> None:
+    ours = entry("PostgreSQLRotator", "bytecode", init_ms=[100, 90, 110], init_and_first_ms=[300, 200, 250])
+    source = entry("PostgreSQLRotator", "source", init_ms=[400], init_and_first_ms=[600])
+    sample = entry("AwsSample", "AWS sample", sample=True, init_ms=[200], init_and_first_ms=[500])
+
+    lines = main_table([ours, source, sample]).splitlines()
+
+    assert len(lines) == 5
+    assert lines[1].startswith("|---|---|---|---:|")  # function, Python and variant are text
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0][:4] == ["PostgreSQLRotator", "python3.13", "bytecode", "100 (90-110)"]
+    assert cells[0][5] == "250 (200-300)"
+    assert cells[0][9:] == ["12.3 (5.7)", "3", "asyncio, psycopg", "0.50", "0.50"]
+    assert cells[1][-2:] == ["2.00", "1.20"]
+    assert cells[2][-2:] == ["-", "-"]  # the sample is the reference, not compared with itself
+    assert cells[2][4] == "-"  # no rotation numbers: shown as such
+
+
+def test_the_cost_table_has_a_row_per_memory_size_and_marks_the_templates() -> None:
+    measured = entry("PostgreSQLRotator", "bytecode", init_and_first_ms=[1000], cpu_ms=[400])
+    init_only = entry("AwsSample", "AWS sample", sample=True, init_ms=[200])
+
+    lines = cost_table([measured, init_only], template_memory=256).splitlines()
+
+    assert len(lines) == 2 + 3  # nothing to estimate for a function measured at INIT only
+    row = [cell.strip() for cell in lines[3].strip("|").split("|")]
+    assert row == [
+        "PostgreSQLRotator",
+        "python3.13",
+        "bytecode",
+        "256 (template)",
+        "3364",
+        "0.841",
+        "0.0148",
+        "0.0120",
+    ]
