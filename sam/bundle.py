@@ -54,11 +54,12 @@ DONE = ".rotators-deps-done"
 NO_BYTECODE = """
 WARNING: no Python {version} on this machine, so this bundle has NO BYTECODE. Lambda's code
 directory is read-only: every cold start then compiles the bundle's modules again, measured at
-about +240 ms (PostgreSQL) and +120 ms (MySQL) per cold start (README: Performance).
+about +240 ms (PostgreSQL) and +140 ms (MySQL) per cold start (README: Performance).
 Fix: install Python {version} (`uv python install {version}`, `pyenv install {version}`, or your
 package manager) and build again; or point LAMBDA_PRECOMPILE_PYTHON at one. LAMBDA_PRECOMPILE=no
 silences this.
 """
+_warned: list[str] = []
 SDK_CHOICE = "ROTATORS_BUNDLE_SDK"  # runtime (the default) or bundled
 # What Lambda's Python runtime already holds beside its runtime client: boto3 and its dependencies.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
@@ -195,7 +196,9 @@ def precompile(target: Path, strip: Path, python_version: str) -> str:
         return "no bytecode (LAMBDA_PRECOMPILE=no)"
     python = find_python(python_version)
     if python is None:
-        print(NO_BYTECODE.format(version=python_version), file=sys.stderr)
+        if not _warned:  # once per build: the wheels and the package are compiled apart
+            print(NO_BYTECODE.format(version=python_version), file=sys.stderr)
+            _warned.append(python_version)
         return f"NO BYTECODE: no Python {python_version} here (every cold start compiles the sources)"
     # unchecked-hash: used as they are (zip timestamps do not matter); -s/-p: tracebacks name /var/task
     command = [python, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash"]

@@ -60,9 +60,12 @@ def test_a_build_without_the_runtimes_python_says_so_loudly_and_how_to_fix_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(bundle, "find_python", lambda version: None)
+    monkeypatch.setattr(bundle, "_warned", [])
     monkeypatch.delenv("LAMBDA_PRECOMPILE", raising=False)
     said = bundle.precompile(tmp_path, tmp_path, "3.13")
     assert said.startswith("NO BYTECODE")
     warning = capfd.readouterr().err
     assert "WARNING" in warning and "every cold start" in warning
     assert "uv python install 3.13" in warning and "LAMBDA_PRECOMPILE_PYTHON" in warning
+    assert bundle.precompile(tmp_path, tmp_path, "3.13").startswith("NO BYTECODE")
+    assert "WARNING" not in capfd.readouterr().err, "said once per build"
