@@ -112,8 +112,8 @@ sam-build: $(SAM_BIN)/.installed
 	$(SAM_ENV) sam build
 
 # bundles.py checks what each bundle holds; coldstart.py --check then has the PostgreSQL and MySQL
-# bundles rotate real users, both strategies, in one awslambdaric process per engine (SKIPPED
-# without a Python of the runtime's version).
+# bundles rotate real users, both strategies, in one awslambdaric process per engine, and every
+# bundle answers a malformed event there with EventError (SKIPPED without the runtime's Python).
 sam-check: server-packages sam-validate sam-build $(BIN)/.installed
 	$(BIN)/python bench/bundles.py
 	$(BIN)/python bench/coldstart.py --check --build-dir .aws-sam/build

@@ -23,8 +23,10 @@ wall and CPU time of INIT + first rotation and Lambda's CPU-per-memory rule.
 
 --check (sam-check: fast, one variant, one timed run, no sample) also runs, in ONE runtime process
 per engine, a single-user rotation and an alternating-users one (the latter makes the `_clone`
-user), and the new AWSCURRENT must log in after each; exit status 1 when anything fails. Without a
-Python of the runtime's version it prints SKIPPED and exits 0.
+user), and the new AWSCURRENT must log in after each; with --build-dir, every other function
+`sam build` made must also start under awslambdaric and answer a malformed event with EventError.
+Exit status 1 when anything fails. Without a Python of the runtime's version it prints SKIPPED and
+exits 0.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.lambda_runtime import RuntimeFailure, start_function  # noqa: E402
 from bench.runtimes import (  # noqa: E402
     ENGINES,
+    LOGS,
     BenchFailure,
     Database,
     Function,
@@ -60,6 +64,7 @@ from bench.runtimes import (  # noqa: E402
     build,
     bundle_mb,
     find_runtime,
+    function_environment,
     log_path,
     logs_in_changed,
     machine_architecture,
@@ -307,6 +312,47 @@ def check_rotations(function: Function, database: Database, sm: LocalSecretsMana
     return f"ok: {function.label}: single user and alternating users (clone made) in one runtime process"
 
 
+def check_every_bundle_answers(
+    runtime: Runtime, template: SamTemplate, build_dir: Path, sm: LocalSecretsManager, ca_bundle: Path
+) -> list[str]:
+    """Every function `sam build` made, started under awslambdaric, answers a malformed event with
+    its own typed error (EventError): each bundle loads in Lambda's runtime client with its driver,
+    also those no server here can rotate (Redshift, Oracle, DocumentDB, the example)."""
+    lines = []
+    for logical_id in template.function_ids():
+        spec, bundle = template.function(logical_id), build_dir / logical_id
+        arch = spec.architectures[0] if spec.architectures else "x86_64"
+        if (bundle / "SKIPPED").is_file() or not bundle.is_dir() or arch != machine_architecture():
+            lines.append(f"SKIPPED: {logical_id}: no bundle for this machine in {build_dir}")
+            continue
+        log = LOGS / f"{logical_id}.malformed.log"
+        try:
+            with start_function(
+                bundle,
+                spec.handler,
+                python=runtime.python,
+                runtime=runtime.name,
+                runtime_client=runtime.client,
+                environment=function_environment(spec, sm, ca_bundle),
+                timeout_s=spec.timeout,
+                log=log,
+                sampled=False,
+            ) as running:
+                running.wait_for_init()
+                answer = running.invoke({"Step": "notAStep"})
+        except RuntimeFailure as exc:
+            raise BenchFailure(f"{logical_id} did not start under awslambdaric: {exc} (see {log})") from exc
+        kind = (answer.error or {}).get("errorType")
+        if kind != "EventError":
+            raise BenchFailure(
+                f"{logical_id} answered a malformed event with {kind or 'a success'} (see {log})"
+            )
+        lines.append(
+            f"ok: {runtime.name} {logical_id}: loads under awslambdaric, a malformed event gets EventError"
+        )
+    return lines
+
+
 # -- the report ----------------------------------------------------------------------------------------
 def main_table(entries: Sequence[Entry]) -> str:
     headers = [
@@ -454,6 +500,11 @@ def run(args: argparse.Namespace, runtimes: list[Runtime], engines: list[Engine]
             if args.check:
                 for entry in entries:
                     print(check_rotations(entry.function, databases[entry.function.engine.name], sm))
+                if args.build_dir:
+                    ca_bundle = next(iter(databases.values())).ca_bundle
+                    for runtime in runtimes:
+                        answers = check_every_bundle_answers(runtime, template, args.build_dir, sm, ca_bundle)
+                        print("\n".join(answers))
             for entry in entries:
                 database = databases[entry.function.engine.name]
                 if entry.sample:
