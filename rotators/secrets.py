@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
-import botocore
 import botocore.session
 from botocore.config import Config
 
