@@ -301,7 +301,7 @@ class Rotator(ABC, Generic[S]):
         stages = meta.stages_of(token)
         if AWSCURRENT in stages:
             if AWSPENDING in stages:  # a finishSecret that stopped between its two label moves
-                self.store.remove_stage(ctx.secret_id, AWSPENDING, from_version=token)
+                self._drop_pending(ctx)
             logger.info("version is already AWSCURRENT: nothing to do")
             return False
         if AWSPENDING not in stages:
@@ -374,9 +374,14 @@ class Rotator(ABC, Generic[S]):
         except Exception:
             if AWSCURRENT not in self.store.describe(ctx.secret_id).stages_of(token):
                 raise
-        try:
-            self.store.remove_stage(ctx.secret_id, AWSPENDING, from_version=token)
-        except Exception:
-            if AWSPENDING in self.store.describe(ctx.secret_id).stages_of(token):
-                raise
+        self._drop_pending(ctx)
         logger.info("AWSCURRENT moved to the new version", extra={"previous_version": current})
+
+    def _drop_pending(self, ctx: RotationContext[S]) -> None:
+        """AWSPENDING off the event's version. A concurrent step, or a call the SDK sent again after
+        its answer was lost, may have taken it off already: then the step is done, not failed."""
+        try:
+            self.store.remove_stage(ctx.secret_id, AWSPENDING, from_version=ctx.event.token)
+        except Exception:
+            if AWSPENDING in self.store.describe(ctx.secret_id).stages_of(ctx.event.token):
+                raise

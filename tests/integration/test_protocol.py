@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import boto3
 import pytest
 
-from rotators.engines.postgresql import handler
+from rotators.engines.postgresql import PostgreSQLRotator, handler
 from rotators.errors import EventError, RotationNotEnabledError, SecretNotFoundError, VersionStageError
-from rotators.testing.secretsmanager import LocalSecretsManager
+from rotators.secrets import SecretStore
+from rotators.testing.secretsmanager import REGION, LocalSecretsManager
 from tests.conftest import Admin, Watched, invoke
 
 
@@ -52,6 +54,40 @@ def test_a_finish_that_stopped_between_its_label_moves_is_completed(
     invoke(handler, secret, token, "finishSecret")
     assert local_sm.stages(secret)[token] == ["AWSCURRENT"]
     invoke(handler, secret, local_sm.start_rotation(secret))  # the next rotation is not refused
+    current = local_sm.value(secret, "AWSCURRENT")
+    assert admin.logs_in(current["username"], current["password"])
+
+
+def test_any_step_completes_such_a_finish_even_when_its_answer_is_lost(
+    local_sm: LocalSecretsManager, admin: Admin, secret: str
+) -> None:
+    """The late step takes AWSPENDING off; the answer to that call is lost, so the SDK sends it again
+    and Secrets Manager refuses it (the label is gone): the step is done, not failed."""
+    token = local_sm.start_rotation(secret)
+    invoke(handler, secret, token, "createSecret", "setSecret", "testSecret")
+    old = next(v for v, s in local_sm.stages(secret).items() if "AWSCURRENT" in s)
+    local_sm.client.update_secret_version_stage(
+        SecretId=secret, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=old
+    )
+    sent: list[int] = []
+
+    def answer_lost(attempts: int, response: object = None, **_: object) -> float | None:
+        sent.append(attempts)
+        return 0.0 if attempts == 1 and response is not None else None  # send it again, now
+
+    client: Any = boto3.client(  # Any: the stubs type a handler as returning None
+        "secretsmanager",
+        endpoint_url=local_sm.endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.meta.events.register("needs-retry.secrets-manager.UpdateSecretVersionStage", answer_lost)
+    rotator = PostgreSQLRotator(SecretStore(client))
+    rotator.handle({"SecretId": secret, "ClientRequestToken": token, "Step": "setSecret"}, None)
+
+    assert sent[:2] == [1, 2], "the call went twice: its first answer was lost"
+    assert local_sm.stages(secret)[token] == ["AWSCURRENT"]
     current = local_sm.value(secret, "AWSCURRENT")
     assert admin.logs_in(current["username"], current["password"])
 
