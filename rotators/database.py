@@ -842,9 +842,9 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
         assert app.masterarn is not None
         services = Services()
         database = None
-        if _lacks_host(text):
+        if (managed := _without_host(text)) is not None:
             database = services.tagged(self._tags(app.masterarn, store or self.store), app.masterarn)
-            master = self._managed_master(text, database, app, where)
+            master = self._managed_master(managed, database, app, where)
         else:
             master = self.parse(text, where=where)
         origin = database.origin if database else "the master secret"
@@ -879,7 +879,7 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
             raise
 
     def _managed_master(
-        self, text: str, database: Database, app: DatabaseSecret, where: str
+        self, value: Mapping[str, Any], database: Database, app: DatabaseSecret, where: str
     ) -> DatabaseSecret:
         """A service-managed master secret holds only username and password: the service gives the
         endpoint and engine. It has no TLS settings: the app secret's are taken where they are no
@@ -892,7 +892,6 @@ class DatabaseRotator(Rotator[DatabaseSecret], Generic[Conn]):
                 f"({database.origin}), but this rotator serves {sorted(self.engines)}: attach the "
                 "rotator for that engine"
             )
-        value = json.loads(text)
         tls = {key: app.raw[key] for key in ("ssl", "sslmode", "sslrootcert") if key in app.raw}
         login = {key: value.get(key) for key in ("username", "password")}
         raw = {"engine": engine, "host": database.writer.host, "port": database.writer.port, **login, **tls}
@@ -910,10 +909,10 @@ class MasterLogin:
     route: str
 
 
-def _lacks_host(text: str) -> bool:
-    """A JSON object without `host`: the shape of a master secret the service manages."""
+def _without_host(text: str) -> dict[str, Any] | None:
+    """The JSON object, when it has no `host`: the shape of a master secret the service manages."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        return False  # parse says what is wrong
-    return isinstance(value, dict) and not value.get("host")
+        return None  # parse says what is wrong
+    return value if isinstance(value, dict) and not value.get("host") else None
