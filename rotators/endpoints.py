@@ -82,6 +82,8 @@ def secret_engine(service_engine: str) -> str:
     """The secret's `engine` value for an engine as the service names it."""
     if service_engine.startswith("oracle"):
         return "oracle"  # oracle-ee, oracle-se2, oracle-ee-cdb ...
+    if service_engine.startswith("sqlserver"):
+        return service_engine  # sqlserver-ee, -se, -ex, -web: the secret keeps the edition
     return {"docdb": "documentdb"}.get(service_engine, service_engine)
 
 

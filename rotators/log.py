@@ -39,6 +39,7 @@ QUIET_LOGGERS = (
     "redshift_connector",
     "oracledb",
     "pymongo",
+    "pytds",
 )
 
 

@@ -56,6 +56,11 @@ ENGINES: tuple[Engine, ...] = (
         # in messages, the dialect of the secret or session where one is known (DocumentDB or MongoDB)
         ("pymongo",), "DocumentDBRotator", "MongoDB", 27017, "admin",
     ),
+    Engine(
+        "sqlserver", "SQL Server",
+        frozenset({"sqlserver", "sqlserver-ee", "sqlserver-se", "sqlserver-ex", "sqlserver-web"}),
+        ("pytds",), "SQLServerRotator", "SQL Server", 1433, "master",
+    ),
 )  # fmt: skip
 BY_NAME = {engine.name: engine for engine in ENGINES}
 

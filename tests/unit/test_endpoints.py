@@ -24,6 +24,7 @@ from rotators.engines.mysql import MySQLRotator
 from rotators.engines.oracle import OracleRotator
 from rotators.engines.postgresql import PostgreSQLRotator
 from rotators.engines.redshift import RedshiftRotator
+from rotators.engines.sqlserver import SQLServerRotator
 from rotators.errors import (
     DatabaseNotFoundError,
     SecretFormatError,
@@ -142,6 +143,21 @@ def test_an_oracle_instance_is_found_through_describe_db_instances(api: StubbedS
         OracleRotator(), app(OracleRotator(), host, 1521), {"aws:rds:primaryDBInstanceArn": INSTANCE}
     )
     assert (found.secret.host, found.secret.port, found.secret.engine) == (host, 1521, "oracle")
+    assert found.origin == f"rds:DescribeDBInstances of {INSTANCE}" and found.route == "the same host"
+    assert found.secret.username == "admin"
+
+
+def test_a_sqlserver_instance_is_found_through_describe_db_instances(api: StubbedServices) -> None:
+    """RDS names the edition (sqlserver-se); the secret keeps it, and the SQL Server rotator serves it."""
+    host = "orders.abc.us-east-1.rds.amazonaws.com"
+    api.answer(
+        "rds", "describe_db_instances", {"DBInstances": [instance("orders", host, 1433, "sqlserver-se")]},
+        DBInstanceIdentifier=INSTANCE,
+    )  # fmt: skip
+    found = find(
+        SQLServerRotator(), app(SQLServerRotator(), host, 1433), {"aws:rds:primaryDBInstanceArn": INSTANCE}
+    )
+    assert (found.secret.host, found.secret.port, found.secret.engine) == (host, 1433, "sqlserver-se")
     assert found.origin == f"rds:DescribeDBInstances of {INSTANCE}" and found.route == "the same host"
     assert found.secret.username == "admin"
 

@@ -3,11 +3,13 @@ skip without one, and drop what they made on it: checked here, where no live ser
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, cast
 
 import pytest
 
+from rotators.database import DatabaseSecret
 from tests.live import LiveServer, dsn_secret, fresh_names, live_only, serve
 
 
@@ -77,3 +79,29 @@ def test_clean_up_drops_everything_last_first_and_fails_on_leftovers(monkeypatch
         next(served)
     assert server.dropped == ["DROP USER u", "DROP ROLE r"]
     assert "Leaked-1" not in str(caught.value)
+
+
+def test_a_sqlserver_dsn_is_a_secret_the_engine_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/integration/test_sqlserver_live.py's form: the container's self-signed certificate
+    needs sslmode=require; the database defaults to master, the user to sa."""
+    from rotators.database import ca_bundle, tls_mode
+    from rotators.engines.sqlserver import SQLServerRotator
+
+    monkeypatch.delenv("ROTATORS_SSLMODE", raising=False)
+
+    def read(dsn: str) -> tuple[dict[str, Any], DatabaseSecret]:
+        monkeypatch.setenv("X_DSN", dsn)
+        value = dsn_secret("X_DSN", engine="sqlserver", port=1433, dbname="master", user="sa")
+        return value, SQLServerRotator().parse(json.dumps(value), where="X_DSN")
+
+    value, secret = read("sqlserver://sa:Str0ng%21Pass%40@localhost:1433/master?sslmode=require")
+    assert value == {
+        "engine": "sqlserver", "host": "localhost", "port": 1433, "username": "sa",
+        "password": "Str0ng!Pass@", "dbname": "master", "sslmode": "require",
+    }  # fmt: skip
+    assert tls_mode(secret) == "require"
+    _, secret = read("sqlserver://:pw@db.example/?sslrootcert=/ca.pem")
+    assert (secret.username, secret.port, secret.dbname) == ("sa", 1433, "master")
+    assert tls_mode(secret) == "verify-full" and ca_bundle(secret).path == "/ca.pem"
+    _, secret = read("sqlserver://app:pw@db.example:14330/appdb?ssl=false")
+    assert (secret.port, secret.dbname, tls_mode(secret)) == (14330, "appdb", None)

@@ -194,13 +194,15 @@ def test_the_timeout_reaches_every_engine(
     whole seconds (rounded up), PyMySQL and python-oracledb seconds, pymongo milliseconds."""
     import psycopg
     import pymysql
+    import pytds
     from psycopg.conninfo import conninfo_to_dict
 
-    from rotators.engines import redshift
+    from rotators.engines import redshift, sqlserver
     from rotators.engines.documentdb import DocumentDBRotator
     from rotators.engines.mysql import MySQLRotator
     from rotators.engines.oracle import OracleRotator
     from rotators.engines.redshift import RedshiftRotator
+    from rotators.engines.sqlserver import SQLServerRotator
 
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
 
@@ -219,6 +221,19 @@ def test_the_timeout_reaches_every_engine(
         pass
     assert seen["timeout"] == whole
 
+    opened: list[tuple[str, int, float]] = []  # the engine opens the socket, the driver logs in over it
+
+    def open_socket(host: str, port: int, timeout: float) -> socket.socket:
+        opened.append((host, port, timeout))
+        return socket.socket()
+
+    monkeypatch.setattr(sqlserver, "open_socket", open_socket)
+    seen = _capture(monkeypatch, pytds, "connect")
+    with pytest.raises(Captured), SQLServerRotator().connect(_login_secret("sqlserver", 1433), "app", "pw"):
+        pass
+    assert opened == [("db.example.com", 1433, seconds)]
+    assert (seen["login_timeout"], seen["disable_connect_retry"]) == (seconds, True)
+
     assert OracleRotator().connect_options(_login_secret("oracle", 1521))["tcp_connect_timeout"] == seconds
     options = DocumentDBRotator().client_options(_login_secret("mongo", 27017), "app", "pw")
     milliseconds = seconds * 1000
@@ -233,12 +248,14 @@ def test_a_bad_timeout_is_a_configuration_error_on_every_engine(
     from rotators.engines.mysql import MySQLRotator
     from rotators.engines.oracle import OracleRotator
     from rotators.engines.redshift import RedshiftRotator
+    from rotators.engines.sqlserver import SQLServerRotator
 
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
     rotators: list[tuple[DatabaseRotator[Any], str]] = [
         (PostgreSQLRotator(), "postgres"),
         (MySQLRotator(), "mysql"),
         (RedshiftRotator(), "redshift"),
+        (SQLServerRotator(), "sqlserver"),
     ]
     for rotator, engine in rotators:
         with (

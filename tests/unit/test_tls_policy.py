@@ -7,20 +7,23 @@ in the engine's own unit file."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytds
 import pytest
 
 from rotators.database import CaBundle, DatabaseRotator, DatabaseSecret, ca_bundle, ssl_context, tls_mode
-from rotators.engines import redshift
+from rotators.engines import redshift, sqlserver
 from rotators.engines.documentdb import DocumentDBRotator
 from rotators.engines.mysql import MySQLRotator
 from rotators.engines.oracle import OracleRotator
 from rotators.engines.postgresql import PostgreSQLRotator
 from rotators.engines.redshift import RedshiftRotator
+from rotators.engines.sqlserver import SQLServerRotator
 from rotators.errors import ConfigurationError
 from rotators.testing.tls import CertificateAuthority
 
@@ -53,6 +56,23 @@ def oracle_tls(value: DatabaseSecret, monkeypatch: pytest.MonkeyPatch) -> dict[s
     return {k: options[k] for k in ("protocol", "ssl_context", "ssl_server_dn_match") if k in options}
 
 
+def sqlserver_tls(value: DatabaseSecret, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What python-tds is handed: `cafile` (set, it asks for encryption) and the SSLContext its
+    TLS module then gets (rotators.engines.sqlserver_tls in pyOpenSSL's place)."""
+    seen: dict[str, Any] = {}
+
+    def connect(**kwargs: Any) -> None:
+        cafile = kwargs["cafile"]
+        seen.update(cafile=cafile, ssl_context=pytds.tls.create_context(cafile) if cafile else None)
+        raise Captured
+
+    monkeypatch.setattr(sqlserver, "open_socket", lambda *_: socket.socket())
+    monkeypatch.setattr(pytds, "connect", connect)
+    with pytest.raises(Captured), SQLServerRotator().connect(value, "app", "Old-Pass-1"):
+        pass
+    return seen
+
+
 # engine -> (a rotator, a secret engine value, the TLS options of a login, those of plaintext)
 Options = Callable[[DatabaseSecret, pytest.MonkeyPatch], dict[str, Any]]
 ENGINES: dict[str, tuple[DatabaseRotator[Any], str, Options, dict[str, Any]]] = {
@@ -65,11 +85,13 @@ ENGINES: dict[str, tuple[DatabaseRotator[Any], str, Options, dict[str, Any]]] = 
         DocumentDBRotator(), "mongo", lambda s, _: DocumentDBRotator.tls_options(s), {"tls": False}
     ),
     "redshift": (RedshiftRotator(), "redshift", redshift_tls, {"ssl": False}),
+    "sqlserver": (SQLServerRotator(), "sqlserver", sqlserver_tls, {"cafile": None, "ssl_context": None}),
 }  # fmt: skip
 # The engines whose driver takes the base's SSLContext, and where it finds it.
 CONTEXTS: dict[str, Callable[[DatabaseSecret], Any]] = {
     "mysql": lambda s: MySQLRotator.tls_options(s).get("ssl"),
     "oracle": lambda s: OracleRotator().connect_options(s).get("ssl_context"),
+    "sqlserver": lambda s: SQLServerRotator().tls_context(s),
 }
 
 
