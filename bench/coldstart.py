@@ -317,7 +317,7 @@ def check_every_bundle_answers(
 ) -> list[str]:
     """Every function `sam build` made, started under awslambdaric, answers a malformed event with
     its own typed error (EventError): each bundle loads in Lambda's runtime client with its driver,
-    also those no server here can rotate (Redshift, Oracle, DocumentDB, the example)."""
+    also those no server here can rotate (Redshift, Oracle, DocumentDB, SQL Server, the example)."""
     lines = []
     for logical_id in template.function_ids():
         spec, bundle = template.function(logical_id), build_dir / logical_id

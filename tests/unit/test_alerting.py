@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rotators.cli.samtemplate import SamTemplate
+from rotators.engines import ENGINES
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/app-AbCdEf"
@@ -137,7 +138,7 @@ def test_every_rotator_function_has_an_errors_alarm_to_the_rules_topic(template:
     target = resources["RotationFailureRule"]["Properties"]["Targets"][0]["Arn"]
     assert target == {"Fn::If": ["AlertsToExistingTopic", {"Ref": "AlertTarget"}, {"Ref": "AlertTopic"}]}
     functions = [name for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
-    assert len(functions) == 6
+    assert len(functions) == len(ENGINES) + 1  # and the API-key example
     for function in functions:
         alarm = resources[f"{function}ErrorsAlarm"]
         assert alarm["Condition"] == resources[function].get("Condition", "HasAlerts").replace(

@@ -14,6 +14,7 @@ from rotators.cli.invoke import LambdaContext, resolve_environment
 from rotators.cli.samtemplate import DEFAULT_RUNTIME, SamTemplate, parse_parameter_overrides
 from rotators.cli.wire import ENGINES, rotation_rules
 from rotators.database import DatabaseRotator
+from rotators.engines import ENGINES as REGISTRY
 from rotators.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +171,21 @@ def test_every_rotator_has_an_exported_output_and_an_invoke_permission(template:
         permission = resources[f"{engine.logical_id}InvokePermission"]["Properties"]
         assert permission["Principal"] == "secretsmanager.amazonaws.com"
         assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_the_engine_parameter_wires_a_secret_to_that_engines_rotator() -> None:
+    """Engine offers every engine of the registry, and SecretRotationSchedule picks its function."""
+    parameter = SamTemplate.load(TEMPLATE).data["Parameters"]["Engine"]
+    assert parameter["AllowedValues"] == [engine.name for engine in REGISTRY]
+    for engine in REGISTRY:
+        template = SamTemplate.load(TEMPLATE, {"SecretArn": "arn:s", "Engine": engine.name})
+        schedule = template.data["Resources"]["SecretRotationSchedule"]
+        chosen = schedule["Properties"]["RotationLambdaARN"]
+        while "Fn::If" in chosen:
+            name, if_true, if_false = chosen["Fn::If"]
+            chosen = if_true if template.condition(name) else if_false
+        assert chosen == {"Fn::GetAtt": [engine.logical_id, "Arn"]}, engine.name
+        assert f"{engine.logical_id}InvokePermission" in schedule["DependsOn"], engine.name
 
 
 def test_each_role_may_rotate_only_the_secrets_attached_to_its_own_function(template: SamTemplate) -> None:
