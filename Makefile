@@ -70,11 +70,13 @@ pythons: server-packages
 	touch $@
 
 # The README's performance tables: rotations against local servers, then the built bundles, then
-# their cold starts under Lambda's runtime client (with and without bytecode) and the cost per rotation.
+# their cold starts under Lambda's runtime client (with and without bytecode) and the cost per rotation,
+# then the INIT of every bundle `sam build` made (also of the engines no server here can rotate).
 bench: server-packages $(BIN)/.installed sam-build
 	$(BIN)/python bench/rotation.py
 	$(BIN)/python bench/bundles.py
 	$(BIN)/python bench/coldstart.py
+	$(BIN)/python bench/coldstart.py --build-dir .aws-sam/build
 
 # Python 3.12 vs 3.13 for the template's runtime: cold INIT and rotations of each bundle under
 # Lambda's runtime client (awslambdaric) and a local Runtime API (bench/lambda_runtime.py).

@@ -23,8 +23,9 @@ wall and CPU time of INIT + first rotation and Lambda's CPU-per-memory rule.
 
 --check (sam-check: fast, one variant, one timed run, no sample) also runs, in ONE runtime process
 per engine, a single-user rotation and an alternating-users one (the latter makes the `_clone`
-user), and the new AWSCURRENT must log in after each; with --build-dir, every other function
-`sam build` made must also start under awslambdaric and answer a malformed event with EventError.
+user), and the new AWSCURRENT must log in after each. With --build-dir, every function `sam build`
+made must also start under awslambdaric and answer a malformed event with EventError, --runs times
+each: a table gives their INIT (and size), also of the engines no server here can rotate.
 Exit status 1 when anything fails. Without a Python of the runtime's version it prints SKIPPED and
 exits 0.
 """
@@ -313,44 +314,74 @@ def check_rotations(function: Function, database: Database, sm: LocalSecretsMana
 
 
 def check_every_bundle_answers(
-    runtime: Runtime, template: SamTemplate, build_dir: Path, sm: LocalSecretsManager, ca_bundle: Path
-) -> list[str]:
+    runtime: Runtime,
+    template: SamTemplate,
+    build_dir: Path,
+    sm: LocalSecretsManager,
+    ca_bundle: Path,
+    *,
+    rounds: int = 1,
+) -> tuple[list[str], dict[str, list[float]]]:
     """Every function `sam build` made, started under awslambdaric, answers a malformed event with
     its own typed error (EventError): each bundle loads in Lambda's runtime client with its driver,
-    also those no server here can rotate (Redshift, Oracle, DocumentDB, SQL Server, the example)."""
-    lines = []
+    also those no server here can rotate (Redshift, Oracle, DocumentDB, SQL Server, the example).
+    Each start's INIT is kept: `rounds` starts per function, round-robin."""
+    lines: list[str] = []
+    inits: dict[str, list[float]] = {}
     for logical_id in template.function_ids():
         spec, bundle = template.function(logical_id), build_dir / logical_id
         arch = spec.architectures[0] if spec.architectures else "x86_64"
         if (bundle / "SKIPPED").is_file() or not bundle.is_dir() or arch != machine_architecture():
             lines.append(f"SKIPPED: {logical_id}: no bundle for this machine in {build_dir}")
-            continue
-        log = LOGS / f"{logical_id}.malformed.log"
-        try:
-            with start_function(
-                bundle,
-                spec.handler,
-                python=runtime.python,
-                runtime=runtime.name,
-                runtime_client=runtime.client,
-                environment=function_environment(spec, sm, ca_bundle),
-                timeout_s=spec.timeout,
-                log=log,
-                sampled=False,
-            ) as running:
-                running.wait_for_init()
-                answer = running.invoke({"Step": "notAStep"})
-        except RuntimeFailure as exc:
-            raise BenchFailure(f"{logical_id} did not start under awslambdaric: {exc} (see {log})") from exc
-        kind = (answer.error or {}).get("errorType")
-        if kind != "EventError":
-            raise BenchFailure(
-                f"{logical_id} answered a malformed event with {kind or 'a success'} (see {log})"
-            )
-        lines.append(
-            f"ok: {runtime.name} {logical_id}: loads under awslambdaric, a malformed event gets EventError"
-        )
-    return lines
+        else:
+            inits[logical_id] = []
+    for _ in range(rounds):
+        for logical_id, timed in inits.items():
+            timed.append(_answers_malformed_event(runtime, template, build_dir / logical_id, sm, ca_bundle))
+    lines += [
+        f"ok: {runtime.name} {logical_id}: loads under awslambdaric, a malformed event gets EventError"
+        for logical_id in inits
+    ]
+    return lines, inits
+
+
+def _answers_malformed_event(
+    runtime: Runtime, template: SamTemplate, bundle: Path, sm: LocalSecretsManager, ca_bundle: Path
+) -> float:
+    """One cold start of a bundle and a malformed event; its INIT in ms."""
+    logical_id = bundle.name
+    spec, log = template.function(logical_id), LOGS / f"{logical_id}.malformed.log"
+    try:
+        with start_function(
+            bundle,
+            spec.handler,
+            python=runtime.python,
+            runtime=runtime.name,
+            runtime_client=runtime.client,
+            environment=function_environment(spec, sm, ca_bundle),
+            timeout_s=spec.timeout,
+            log=log,
+            sampled=False,
+        ) as running:
+            init_ms = running.wait_for_init()
+            answer = running.invoke({"Step": "notAStep"})
+    except RuntimeFailure as exc:
+        raise BenchFailure(f"{logical_id} did not start under awslambdaric: {exc} (see {log})") from exc
+    kind = (answer.error or {}).get("errorType")
+    if kind != "EventError":
+        raise BenchFailure(f"{logical_id} answered a malformed event with {kind or 'a success'} (see {log})")
+    return init_ms
+
+
+def init_table(runtime: Runtime, build_dir: Path, inits: Mapping[str, Sequence[float]]) -> str:
+    """INIT of every bundle `sam build` made, rotatable here or not, with its size."""
+    rows = [
+        [logical_id, runtime.name, spread(list(timed)), f"{bundle_mb(build_dir / logical_id):.1f}",
+         f"{zipped_mb(build_dir / logical_id):.1f}"]
+        for logical_id, timed in inits.items()
+    ]  # fmt: skip
+    headers = ["function", "Python", "INIT ms (malformed event)", "bundle MB unzipped", "zipped MB"]
+    return markdown_table(headers, rows, text_columns=2)
 
 
 # -- the report ----------------------------------------------------------------------------------------
@@ -500,11 +531,15 @@ def run(args: argparse.Namespace, runtimes: list[Runtime], engines: list[Engine]
             if args.check:
                 for entry in entries:
                     print(check_rotations(entry.function, databases[entry.function.engine.name], sm))
-                if args.build_dir:
-                    ca_bundle = next(iter(databases.values())).ca_bundle
-                    for runtime in runtimes:
-                        answers = check_every_bundle_answers(runtime, template, args.build_dir, sm, ca_bundle)
-                        print("\n".join(answers))
+            if args.build_dir:
+                ca_bundle = next(iter(databases.values())).ca_bundle
+                for runtime in runtimes:
+                    answers, inits = check_every_bundle_answers(
+                        runtime, template, args.build_dir, sm, ca_bundle, rounds=args.runs
+                    )
+                    print("\n".join(answers))
+                    print(f"\nEvery bundle of {args.build_dir}, {args.runs} cold start(s) each:\n")
+                    print(init_table(runtime, args.build_dir, inits))
             for entry in entries:
                 database = databases[entry.function.engine.name]
                 if entry.sample:

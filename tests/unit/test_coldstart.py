@@ -17,6 +17,7 @@ from bench.coldstart import (
     cost_table,
     estimate,
     heavy_modules,
+    init_table,
     main_table,
     markdown_table,
     parse_importtime,
@@ -169,3 +170,18 @@ def test_the_cost_table_has_a_row_per_memory_size_and_marks_the_templates() -> N
         "0.0148",
         "0.0120",
     ]
+
+
+def test_the_init_table_has_every_bundle_with_its_median_spread_and_size(tmp_path: Path) -> None:
+    """The bundles no server here can rotate (SQL Server, Oracle ...) get their INIT and size too."""
+    for name, size in (("SQLServerRotator", 3 * 2**20), ("OracleRotator", 2**20 // 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "module.py").write_bytes(b"x" * size)
+    runtime = Runtime(version="3.13", python="python3.13", full_version="3.13.0", client=tmp_path)
+    table = init_table(runtime, tmp_path, {"SQLServerRotator": [260, 240, 300], "OracleRotator": [310]})
+
+    lines = table.splitlines()
+    assert lines[0] == "| function | Python | INIT ms (malformed event) | bundle MB unzipped | zipped MB |"
+    assert lines[2].startswith("| SQLServerRotator | python3.13 | 260 (240-300) | 3.0 | ")
+    assert lines[3].startswith("| OracleRotator | python3.13 | 310 (310-310) | 0.5 | ")
+    assert len(lines) == 4
