@@ -8,26 +8,40 @@ at all (`NO_PARAMS` when not: the driver then sends a plain batch, else it %-for
 and runs it through sp_executesql); closed cursors and connections are counted.
 
 Behind it is a small server (`Server`): SQL and Windows logins with their password and policy
-settings, server roles and their members, server permissions, and databases with their owner,
-users (mapped to logins), database roles and members, permissions and owned schemas. The
-engine's catalog queries (the constants of rotators.engines.sqlserver_sql and the engine's own)
-are answered from it, and what the rotator sends is applied to it as SQL Server would:
-CREATE/ALTER LOGIN (password, OLD_PASSWORD, settings, the password policy), ALTER [SERVER] ROLE
-... ADD/DROP MEMBER, GRANT/DENY/REVOKE (a grantable permission needs CASCADE; server-scope
-permissions only in master, error 4621), CREATE USER ... FOR LOGIN; so a second rotation sees
-what the first made, and a login with the wrong password fails with 18456. Names compare as
+settings, server roles and their members, server permissions, and databases (master, tempdb,
+model and msdb, as on any server, and the tests' own) with their owner, users (mapped to logins),
+guest (enabled where it holds CONNECT), database roles and members, permissions and owned
+schemas. The engine's catalog queries (the constants of rotators.engines.sqlserver_sql, its
+mapped_users_sql(database) for any database, and the engine's own) are answered from it, and what
+the rotator sends is applied to it as SQL Server would: CREATE/ALTER LOGIN (password,
+OLD_PASSWORD, settings, the password policy; CREATE LOGIN grants CONNECT SQL), ALTER [SERVER]
+ROLE ... ADD/DROP MEMBER, GRANT/DENY/REVOKE (a grantable permission needs CASCADE; server-scope
+permissions only in master, error 4621), CREATE USER ... FOR LOGIN (which grants CONNECT), ALTER
+USER ... WITH DEFAULT_SCHEMA; so a second rotation sees what the first made, and a login with the
+wrong password fails with 18456.
+
+Each connection has a current database: where it logged in, then where `USE [db]` took it (911
+for no such database, 942 offline, 916 when its login may not open it: HAS_DBACCESS, which
+DATABASES_SQL reports per database, is a user there holding CONNECT, guest enabled, or a server
+power that opens every database). Database-scope statements and catalog views act on the current
+database, and every statement is recorded with the database it ran in. Application locks
+(sp_getapplock) are the session's and live in the database they were taken in: releasing one
+from another database fails with 1223, as on SQL Server. Names compare as
 SQL Server's default collation does: without case and trailing spaces. Errors are the driver's
 own exceptions, made by its own `_create_exception_by_message` (msg_no and text set as it sets
 them); anything the double cannot parse is a syntax error (102), as the server would say.
 
 Set-up runs as an administrator with `admin(...)`, in the same T-SQL (bracketed names), plus
-CREATE LOGIN ... FROM WINDOWS, CREATE [SERVER] ROLE, CREATE DATABASE and ALTER AUTHORIZATION.
+CREATE LOGIN ... FROM WINDOWS, CREATE [SERVER] ROLE, CREATE DATABASE, ALTER AUTHORIZATION and DROP
+USER; a test takes a database offline with `server.databases[name].online = False`, or makes it
+read-only with `.read_only = True` (its catalog reads as before; any change in it fails with 3906).
 """
 
 from __future__ import annotations
 
 import re
 import socket
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +56,7 @@ from rotators.engines.sqlserver_sql import (
     DATABASE_PERMISSIONS_SQL,
     DATABASE_POWER_SQL,
     DATABASE_ROLES_SQL,
-    DATABASE_USER_SQL,
+    DATABASES_SQL,
     LOGIN_SQL,
     OWNED_SQL,
     PRINCIPAL_SQL,
@@ -115,10 +129,30 @@ _PERMISSION = re.compile(
     rf" (?:TO|FROM) (?P<grantee>{_NAME})(?P<option> WITH GRANT OPTION| CASCADE)?\Z",
     re.S,
 )
+_USE = re.compile(rf"USE (?P<database>{_NAME})\Z", re.S)
+_ALTER_USER = re.compile(rf"ALTER USER (?P<user>{_NAME}) WITH DEFAULT_SCHEMA = (?P<schema>{_NAME})\Z", re.S)
+_DROP_USER = re.compile(rf"DROP USER (?P<user>{_NAME})\Z", re.S)
+# mapped_users_sql(database) as the server receives it: the driver has put @P1, @P2 in place of
+# %(source)s and %(clone)s, and made each `%%` of the quoted database name one `%`.
+_MAPPED_USERS = re.compile(
+    r"SELECT sp\.name, dp\.name, dp\.default_schema_name "
+    rf"FROM (?P<database>{_NAME})\.sys\.database_principals dp "
+    r"JOIN sys\.server_principals sp ON sp\.sid = dp\.sid "
+    r"WHERE sp\.name IN \((?P<first>@P\d+), (?P<second>@P\d+)\)\Z",
+    re.S,
+)
+_QUERIES = ("SELECT", "WITH", "DECLARE", "EXEC sp_")  # catalog queries, locks, test queries
 _IN_MASTER = re.compile(rf"EXEC \[master\]\.\[sys\]\.\[sp_executesql\] (?P<inner>{_LITERAL})\Z", re.S)
 
 MESSAGES = {
     102: "Incorrect syntax near '{0}'.",
+    911: "Database '{0}' does not exist. Make sure that the name is entered correctly.",
+    916: 'The server principal "{0}" is not able to access the database "{1}" under the current security '
+    "context.",
+    942: "Database '{0}' cannot be opened because it is offline.",
+    3906: 'Failed to update database "{0}" because the database is read-only.',
+    1223: "Cannot release the application lock (Database Principal: 'public', Resource: '{0}') because it "
+    "is not currently held.",
     4060: 'Cannot open database "{0}" requested by the login. The login failed.',
     4611: "To revoke or deny grantable privileges, specify the CASCADE option.",
     4613: "Grantor does not have GRANT permission.",
@@ -128,6 +162,7 @@ MESSAGES = {
     15025: "The server principal '{0}' already exists.",
     15063: "The login already has an account under a different user name.",
     15110: "The proposed new database owner is already a user or aliased in the database.",
+    15138: "The database principal owns a schema in the database, and cannot be dropped.",
     15116: "Password validation failed. The password does not meet the operating system policy "
     "requirements because it is too short.",
     15118: "Password validation failed. The password does not meet the operating system policy "
@@ -196,7 +231,7 @@ class ServerPrincipal:
     type_desc: str = "SQL_LOGIN"  # WINDOWS_LOGIN, SERVER_ROLE
     password: str | None = field(default=None, repr=False)
     default_database: str = "master"
-    default_language: str = "us_english"
+    default_language: str | None = "us_english"  # NULL in sys.sql_logins for some logins
     check_policy: bool = True
     check_expiration: bool = False
 
@@ -236,17 +271,23 @@ class Grant:
 
 @dataclass
 class Database:
+    """A database: its principals (dbo, the owner's user; guest, which lets in a login without a
+    user while it holds CONNECT, as in master, tempdb and msdb), role members, permissions."""
+
     name: str
     owner: str  # the login that owns it; its user here is dbo
     principals: dict[str, DatabasePrincipal] = field(default_factory=dict)  # fold(name) ->
     members: list[tuple[str, str]] = field(default_factory=list)  # (role, member), stored names
     permissions: list[Grant] = field(default_factory=list)
     owns: dict[str, int] = field(default_factory=dict)  # fold(user) -> schemas and objects it owns
+    online: bool = True  # sys.databases.state = 0
+    read_only: bool = False  # sys.databases.is_read_only (or a readable secondary)
 
     def __post_init__(self) -> None:
         for role in ("public", *FIXED_DATABASE_ROLES):
             self.principals[fold(role)] = DatabasePrincipal(role, "R")
         self.principals["dbo"] = DatabasePrincipal("dbo", "S", self.owner, "dbo")
+        self.principals["guest"] = DatabasePrincipal("guest", "S", None, "guest")  # disabled: no CONNECT
         self.members.append(("db_owner", "dbo"))
         self.owns["dbo"] = 1
 
@@ -271,6 +312,19 @@ class Database:
                     todo.append(role)
         return found
 
+    def connects(self, user: DatabasePrincipal) -> bool:
+        """Whether `user` holds CONNECT here (granted to it or a role of it, public included, and
+        denied to none of them); dbo always does."""
+        if user.name == "dbo":
+            return True
+        held = {fold(name) for name in (*self.held(user.name), "public")}
+        states = {
+            g.state
+            for g in self.permissions
+            if g.kind == "DATABASE" and g.permission == "CONNECT" and fold(g.grantee) in held
+        }
+        return bool(states) and "D" not in states
+
 
 @dataclass
 class Server:
@@ -285,8 +339,10 @@ class Server:
             self.principals[fold(role)] = ServerPrincipal(role, "SERVER_ROLE")
         self.principals["sa"] = ServerPrincipal("sa", password=None)
         self.members.append(("sysadmin", "sa"))
-        self.databases["master"] = Database("master", "sa")
-        self.databases["master"].principals["guest"] = DatabasePrincipal("guest", "S", None, "guest")
+        for name in ("master", "tempdb", "model", "msdb"):  # as every SQL Server has them
+            self.databases[name] = Database(name, "sa")
+            if name != "model":  # guest is enabled in these three
+                self.databases[name].permissions.append(Grant("guest", "G", "CONNECT", "DATABASE"))
 
     def principal(self, name: str) -> ServerPrincipal | None:
         return self.principals.get(fold(name))
@@ -341,16 +397,35 @@ class Server:
         return powers
 
     def may_enter(self, login: str, database: Database) -> bool:
-        return (
-            database.user_of(login) is not None
-            or "*" in self.server_powers(login)
-            or database.principal("guest") is not None
-        )
+        """HAS_DBACCESS: a server power that opens every database, or CONNECT held by the login's
+        user there, or (when it has none) by guest. An offline database lets no one in."""
+        if not database.online:
+            return False
+        if self.server_powers(login) & {"*", "CONNECT ANY DATABASE"}:
+            return True
+        user = database.user_of(login) or database.principal("guest")
+        return user is not None and database.connects(user)
+
+    def may_connect(self, login: str) -> bool:
+        """CONNECT SQL, granted to the login or a server role of it (public included) and denied to
+        none of them; a sysadmin or CONTROL SERVER needs none."""
+        if "*" in self.server_powers(login):
+            return True
+        held = {fold(name) for name in (*self.held(login), "public")}
+        states = {
+            g.state for g in self.permissions if g.permission == "CONNECT SQL" and fold(g.grantee) in held
+        }
+        return bool(states) and "D" not in states
 
     def accepts(self, login: str, password: str) -> bool:
-        """Whether `login` logs in with `password` (a SQL login's own)."""
+        """Whether `login` logs in with `password` (a SQL login's own) and may connect."""
         found = self.login(login)
-        return found is not None and found.type_desc == "SQL_LOGIN" and found.password == password
+        return (
+            found is not None
+            and found.type_desc == "SQL_LOGIN"
+            and found.password == password
+            and self.may_connect(found.name)
+        )
 
 
 # -- the driver's side -------------------------------------------------------------------------------------
@@ -387,11 +462,14 @@ class DummySocket:
         self.double.closed_sockets += 1
 
 
+@dataclass
 class Session:
-    """What one connection knows: who logged in, and where it is."""
+    """What one connection knows: who logged in, where it is now (USE moves it), and the
+    application locks it holds, each in the database it was taken in."""
 
-    def __init__(self, double: SqlServerDouble, login: str, database: str) -> None:
-        self.double, self.login, self.database = double, login, database
+    login: str
+    database: str
+    locks: Counter[tuple[str, str]] = field(default_factory=Counter)  # (fold(database), resource) ->
 
 
 class RecordingCursor:
@@ -414,7 +492,7 @@ class RecordingCursor:
         if connection.closed:
             raise pytds.ClosedConnectionError()
         index = len(double.executed)
-        double.executed.append(Executed(statement, params, connection.login, connection.database))
+        double.executed.append(Executed(statement, params, connection.login, connection.session.database))
         if params is not NO_PARAMS and params is not None:
             # What the driver does with any params (even {}): %-format the text with @P names.
             statement % {name: f"@P{i}" for i, name in enumerate(params, 1)}
@@ -424,7 +502,7 @@ class RecordingCursor:
         if failure is not None:
             raise failure
         binds = params if isinstance(params, dict) else {}
-        self.rows = double.run(statement, binds, Session(double, connection.login, connection.database))
+        self.rows = double.run(statement, binds, connection.session)
         return self
 
     def fetchall(self) -> list[tuple[Any, ...]]:
@@ -436,8 +514,14 @@ class RecordingCursor:
 
 class RecordingConnection:
     def __init__(self, double: SqlServerDouble, login: str, database: str, sock: Any) -> None:
-        self.double, self.login, self.database, self.sock = double, login, database, sock
+        self.double, self.login, self.sock = double, login, sock
+        self.session = Session(login, database)
         self.closed = False
+
+    @property
+    def database(self) -> str:
+        """The connection's current database: where it logged in, or where USE took it since."""
+        return self.session.database
 
     def cursor(self) -> RecordingCursor:
         if self.closed:
@@ -507,8 +591,38 @@ class SqlServerDouble:
         return [kwargs["user"] for kwargs in self.connects]
 
     def changes(self) -> list[str]:
-        """Every statement that is not a catalog query, lock or test query."""
-        return [s for s in self.statements if not s.startswith(("SELECT", "WITH", "DECLARE", "EXEC sp_"))]
+        """Every statement that is not a catalog query, lock or test query, with the USEs that take
+        the session to another database for changes and back; a USE pair around catalog reads
+        only is left out with them. A USE that took the session elsewhere (the next statement ran
+        there) pairs with the next one that did; one that did not (refused, or a no-op) is kept
+        when it is next to a change."""
+        executed = self.executed
+        kinds = [
+            "query" if e.statement.startswith(_QUERIES) else "use" if _USE.match(e.statement) else "change"
+            for e in executed
+        ]
+        keep = [kind == "change" for kind in kinds]
+        opened: int | None = None
+        for i, (e, kind) in enumerate(zip(executed, kinds, strict=True)):
+            if kind != "use":
+                continue
+            target = fold(unquote(e.statement[4:]))
+            moved = target != fold(e.database) and (
+                i + 1 == len(executed) or fold(executed[i + 1].database) == target
+            )
+            if not moved:
+                keep[i] = "change" in (
+                    kinds[i - 1] if i else "query",
+                    kinds[i + 1] if i + 1 < len(kinds) else "query",
+                )
+            elif opened is None:
+                opened = i
+            else:
+                keep[opened] = keep[i] = "change" in kinds[opened + 1 : i]
+                opened = None
+        if opened is not None:  # taken elsewhere and not (yet) back
+            keep[opened] = "change" in kinds[opened + 1 :]
+        return [e.statement for e, kept in zip(executed, keep, strict=True) if kept]
 
     def accepts(self, login: str, password: str) -> bool:
         return self.server.accepts(login, password)
@@ -521,7 +635,7 @@ class SqlServerDouble:
     def admin(self, *statements: str, database: str = "master") -> SqlServerDouble:
         """Run T-SQL as sa, unrecorded: the state a test starts from."""
         for statement in statements:
-            self.run(statement, {}, Session(self, "sa", database))
+            self.run(statement, {}, Session("sa", database))
         return self
 
     def sql_login(
@@ -580,9 +694,18 @@ class SqlServerDouble:
         if statement == PRINCIPAL_SQL:
             principal = server.principal(binds["name"])
             return [(principal.type_desc,)] if principal else []
-        if statement == DATABASE_USER_SQL:
-            user = database.user_of(binds["name"])
-            return [(user.name, user.default_schema)] if user else []
+        if statement == DATABASES_SQL:
+            listed = [
+                d
+                for d in server.databases.values()
+                if d.online and fold(d.name) not in ("tempdb", "rdsadmin")
+            ]
+            return [
+                (d.name, int(server.may_enter(session.login, d)))
+                for d in sorted(listed, key=lambda d: fold(d.name))
+            ]
+        if binds and (found := _MAPPED_USERS.match(self._sent(statement, binds))):
+            return self._mapped_users(found, binds, session)
         if statement == SERVER_ROLES_SQL:
             return [(member, role) for role, member in server.members if fold(member) in names]
         if statement == SERVER_PERMISSIONS_SQL:
@@ -603,15 +726,53 @@ class SqlServerDouble:
             held = [p for p in ("ALTER ANY LOGIN",) if server_powers & {"*", p}]
             held += [p for p in ("ALTER ANY USER", "ALTER ANY ROLE") if database_powers & {"*", p}]
             return [(p,) for p in held]
-        if statement == LOCK_SQL:
+        if statement == LOCK_SQL:  # an application lock lives in the session's current database
             assert set(binds) == {"resource", "timeout"}
             self.locks.append(("lock", binds["resource"]))
+            if self.lock_result >= 0:
+                session.locks[fold(database.name), binds["resource"]] += 1
             return [(self.lock_result,)]
         if statement == UNLOCK_SQL:
             assert set(binds) == {"resource"}
             self.locks.append(("unlock", binds["resource"]))
+            key = (fold(database.name), binds["resource"])
+            if not session.locks[key]:
+                raise server_error(1223, binds["resource"])
+            session.locks[key] -= 1
             return []
         return None
+
+    @staticmethod
+    def _sent(statement: str, binds: dict[str, Any]) -> str:
+        """The text the server receives for a statement with parameters: %-formatted by the driver
+        with @P1, @P2... (a `%%` becomes `%`)."""
+        return statement % {name: f"@P{i}" for i, name in enumerate(binds, 1)}
+
+    def _mapped_users(
+        self, found: re.Match[str], binds: dict[str, Any], session: Session
+    ) -> list[tuple[Any, ...]]:
+        """mapped_users_sql: the users of two logins in the named database, which the session's
+        login must be able to open, wherever the session is: (login, user, default schema)."""
+        database = self._open(unquote(found["database"]), session)
+        values = list(binds.values())
+        names = {fold(values[int(found[which][2:]) - 1]) for which in ("first", "second")}
+        return [
+            (self.server.principals[fold(p.login)].name, p.name, p.default_schema)
+            for p in database.principals.values()
+            if p.login is not None and fold(p.login) in names
+        ]
+
+    def _open(self, name: str, session: Session) -> Database:
+        """The database `name` for the session's login, or the server's refusal: 911 (no such
+        database), 942 (offline), 916 (the login may not open it)."""
+        database = self.server.database(name)
+        if database is None:
+            raise server_error(911, name)
+        if not database.online:
+            raise server_error(942, database.name)
+        if not self.server.may_enter(session.login, database):
+            raise server_error(916, session.login, database.name)
+        return database
 
     def _server_row(self, grant: Grant) -> tuple[Any, ...]:
         target = self.server.principal(grant.name or "") if grant.kind == "SERVER_PRINCIPAL" else None
@@ -691,7 +852,7 @@ class SqlServerDouble:
     # -- changes -----------------------------------------------------------------------------------------
     def _apply(self, statement: str, session: Session) -> None:
         if found := _IN_MASTER.match(statement):
-            self._apply(literal(found["inner"]), Session(self, session.login, "master"))
+            self._apply(literal(found["inner"]), Session(session.login, "master"))
         elif found := _LOGIN_DDL.match(statement):
             self._login_ddl(found, session)
         elif found := _WINDOWS_LOGIN.match(statement):
@@ -702,6 +863,12 @@ class SqlServerDouble:
             self._membership(found, session)
         elif found := _CREATE_USER.match(statement):
             self._create_user(found, session)
+        elif found := _USE.match(statement):
+            session.database = self._open(unquote(found["database"]), session).name
+        elif found := _ALTER_USER.match(statement):
+            self._alter_user(found, session)
+        elif found := _DROP_USER.match(statement):
+            self._drop_user(found, session)
         elif found := _PERMISSION.match(statement):
             self._permission(found, session)
         elif found := _CREATE_ROLE.match(statement):
@@ -725,8 +892,11 @@ class SqlServerDouble:
             raise server_error(15025, name)
 
     def _session_database(self, session: Session) -> Database:
+        """The session's current database, for a change in it: refused (3906) when it is read-only."""
         found = self.server.database(session.database)
         assert found is not None
+        if found.read_only:
+            raise server_error(3906, found.name)
         return found
 
     def _login_ddl(self, found: re.Match[str], session: Session) -> None:
@@ -819,6 +989,28 @@ class SqlServerDouble:
         schema = unquote(found["schema"]) if found["schema"] else "dbo"
         database.principals[fold(name)] = DatabasePrincipal(name, kind, login.name, schema)
         database.permissions.append(Grant(name, "G", "CONNECT", "DATABASE"))
+
+    def _user_to_change(self, found: re.Match[str], session: Session, verb: str) -> tuple[Database, str]:
+        database = self._session_database(session)
+        user = database.principal(unquote(found["user"]))
+        if user is None or user.type == "R" or user.name in ("dbo", "guest"):
+            raise server_error(15151, f"{verb} the user", unquote(found["user"]))
+        if not self.server.database_powers(session.login, database) & {"*", "ALTER ANY USER"}:
+            raise server_error(15151, f"{verb} the user", user.name)
+        return database, user.name
+
+    def _alter_user(self, found: re.Match[str], session: Session) -> None:
+        database, name = self._user_to_change(found, session, "alter")
+        database.principals[fold(name)].default_schema = unquote(found["schema"])
+
+    def _drop_user(self, found: re.Match[str], session: Session) -> None:
+        """DROP USER: its memberships and permissions go with it; a user that owns a schema stays."""
+        database, name = self._user_to_change(found, session, "drop")
+        if database.owns.get(fold(name)):
+            raise server_error(15138)
+        del database.principals[fold(name)]
+        database.members = [(r, m) for r, m in database.members if fold(m) != fold(name)]
+        database.permissions = [g for g in database.permissions if fold(g.grantee) != fold(name)]
 
     def _permission(self, found: re.Match[str], session: Session) -> None:
         server = self.server

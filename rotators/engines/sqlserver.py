@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import socket
 import ssl
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from rotators.engines.sqlserver_sql import (
     DATABASE_PERMISSIONS_SQL,
     DATABASE_POWER_SQL,
     DATABASE_ROLES_SQL,
-    DATABASE_USER_SQL,
+    DATABASES_SQL,
     LOGIN_SQL,
     MAX_NAME,
     OWNED_SQL,
@@ -34,9 +35,12 @@ from rotators.engines.sqlserver_sql import (
     SERVER_PERMISSIONS_SQL,
     SERVER_POWER_SQL,
     SERVER_ROLES_SQL,
+    Permission,
     Privileges,
     administrative,
     beyond,
+    fold,
+    mapped_users_sql,
     quote_name,
     quote_password,
     read_database_permissions,
@@ -53,6 +57,7 @@ from rotators.errors import (
     redact,
     shown,
 )
+from rotators.log import logger
 from rotators.rotation import RotationContext
 from rotators.secrets import PasswordPolicy
 
@@ -70,6 +75,8 @@ _HINTS = {
     15114: "the password policy forbids reusing this password: start a new rotation for another one",
     15116: "the password policy refused the generated password as too short: raise PASSWORD_LENGTH",
     _CANNOT_OPEN_DATABASE: "check 'dbname' in the secret",
+    3906: "that database is read-only (or a readable secondary): give the clone its user there by hand, "
+    "or rotate this secret as a single user",
 }
 _TRIES = 10
 _LOCK_TIMEOUT_MS = 20_000
@@ -87,13 +94,28 @@ _CATALOG_HINT = "the master user needs to see logins and users (ALTER ANY LOGIN,
 
 
 @dataclass(frozen=True)
+class Mapped:
+    """The users of a source login and its clone in one database: (user name, default schema)."""
+
+    database: str
+    source: tuple[str, str] | None
+    clone: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
 class SqlServerSession:
     """A connection, who logged in (with which password, for OLD_PASSWORD) and its transport."""
 
     conn: Any
     login: str
     password: str = field(repr=False)
+    database: str = "master"  # where the session logged in, and returns to after another database
     tls: sqlserver_tls.TlsSocket | None = None
+    # What _databases found, by (source, clone): read once per pass of checks and change under the
+    # lock (exclusive() empties it, and so does a change).
+    known: dict[tuple[str, str], tuple[list[Mapped], list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
 
 class SQLServerRotator(DatabaseRotator[SqlServerSession]):
@@ -113,8 +135,11 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
 
     def user_key(self, username: str, secret: DatabaseSecret) -> str:
         """SQL Server compares names without trailing spaces and, under the default collation,
-        without case: `Admin ` is `admin` (a case-sensitive server is only the stricter for it)."""
-        return username.rstrip(" ").casefold()
+        without case (`Admin ` is `admin`); under an accent- or width-insensitive one, `Admín`
+        and a full-width `Admin` are `admin` too. The key folds all of it: a server that tells such names
+        apart only sees more of them kept from the master's own login."""
+        decomposed = unicodedata.normalize("NFKD", username.rstrip(" "))
+        return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
     # -- passwords -----------------------------------------------------------------------------
     def password_policy(self) -> PasswordPolicy:
@@ -157,7 +182,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         try:
             transport = getattr(getattr(conn, "_tds_socket", None), "sock", None)
             tls = transport if isinstance(transport, sqlserver_tls.TlsSocket) else None
-            yield SqlServerSession(conn, username, password, tls)
+            yield SqlServerSession(conn, username, password, secret.dbname or "master", tls)
         finally:
             conn.close()
 
@@ -237,9 +262,9 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
 
     def clone_user(self, conn: SqlServerSession, source: str, clone: str, password: str) -> None:
         """The clone login gets the source's password policy, default database and language,
-        server roles and server permissions, and in this database a user with the source's
-        roles and permissions; all read afresh every rotation, and what the source lost is taken
-        from the clone. The clone owns nothing."""
+        server roles and server permissions, and in every database where the source has a user, a
+        user with its default schema, roles and permissions; all read afresh every rotation, and
+        what the source lost is taken from the clone. The clone owns nothing."""
         account = self._query(conn, LOGIN_SQL, name=source)
         if not account:
             raise PasswordChangeError(
@@ -249,28 +274,56 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         database, language, policy, expiration = account[0]
         exists = bool(self._query(conn, PRINCIPAL_SQL, name=clone))
         login = quote_name(clone)
-        settings = (
-            f"DEFAULT_DATABASE = {quote_name(database)}, DEFAULT_LANGUAGE = {quote_name(language)}, "
+        settings = f"DEFAULT_DATABASE = {quote_name(database)}, " + (
+            f"DEFAULT_LANGUAGE = {quote_name(language)}, " if language else ""
+        )
+        settings += (
             f"CHECK_POLICY = {'ON' if policy else 'OFF'}, CHECK_EXPIRATION = {'ON' if expiration else 'OFF'}"
         )
         verb = "ALTER" if exists else "CREATE"
         statements = [f"{verb} LOGIN {login} WITH PASSWORD = {quote_password(password)}, {settings}"]
         wanted, held = self._server_privileges(conn, source, clone)
+        if not exists:
+            held.permissions.add(Permission("GRANT", "CONNECT SQL"))  # what CREATE LOGIN grants
         statements += sync(login, wanted, held, server=True)
-        source_user, clone_user = self._database_user(conn, source), self._database_user(conn, clone)
-        if source_user is not None and source_user[0] == "dbo":
-            raise PasswordChangeError(
-                f"{shown(source)} is the owner (dbo) of this database, which a clone cannot be: rotate it as "
-                "a single user"
+        mapped, unreachable = self._databases(conn, source, clone)
+        for here in mapped:
+            statements += self._clone_in(conn, here, clone)
+        # model, where guest is off, holds users only for databases made later: not worth a warning
+        if unreachable := [name for name in unreachable if fold(name) != "model"]:
+            logger.warning(
+                f"The master user cannot open {len(unreachable)} databases ({', '.join(unreachable)[:300]}): "
+                f"if {shown(source)} has a user there, {shown(clone)} gets none"
             )
-        if source_user is not None and clone_user is None:
-            schema = f" WITH DEFAULT_SCHEMA = {quote_name(source_user[1])}" if source_user[1] else ""
-            statements.append(f"CREATE USER {login} FOR LOGIN {login}{schema}")
-            clone_user = (clone, source_user[1])
-        if clone_user is not None:
-            wanted, held = self._database_privileges(conn, source_user and source_user[0], clone_user[0])
-            statements += sync(quote_name(clone_user[0]), wanted, held, server=False)
         self._execute(conn, statements, password)
+
+    def _clone_in(self, conn: SqlServerSession, mapped: Mapped, clone: str) -> list[str]:
+        """The statements that make the clone's user in one database what the source's is."""
+        if mapped.source is not None and mapped.source[0] == "dbo":
+            raise PasswordChangeError(
+                f"The source login is the owner (dbo) of database {shown(mapped.database)}, which a clone "
+                "cannot be: rotate it as a single user"
+            )
+        with self._in_database(conn, mapped.database):
+            wanted, held = self._database_privileges(
+                conn, mapped.source and mapped.source[0], mapped.clone and mapped.clone[0]
+            )
+        login = quote_name(clone)
+        statements = []
+        schema = mapped.source[1] if mapped.source else ""
+        if mapped.clone is None:
+            with_schema = f" WITH DEFAULT_SCHEMA = {quote_name(schema)}" if schema else ""
+            statements.append(f"CREATE USER {login} FOR LOGIN {login}{with_schema}")
+            held.permissions.add(Permission("GRANT", "CONNECT"))  # what CREATE USER grants
+        elif schema and fold(mapped.clone[1]) != fold(schema):
+            statements.append(
+                f"ALTER USER {quote_name(mapped.clone[0])} WITH DEFAULT_SCHEMA = {quote_name(schema)}"
+            )
+        user = quote_name(mapped.clone[0] if mapped.clone else clone)
+        statements += sync(user, wanted, held, server=False)
+        if not statements or fold(mapped.database) == fold(conn.database):
+            return statements
+        return [f"USE {quote_name(mapped.database)}", *statements, f"USE {quote_name(conn.database)}"]
 
     def session_user(self, conn: SqlServerSession) -> str | None:
         rows = self._query(conn, "SELECT SUSER_SNAME(), 1 + 1")
@@ -302,6 +355,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
     def exclusive(self, conn: SqlServerSession, username: str) -> Iterator[None]:
         """sp_getapplock on the login, held by the session (released on disconnect too): a
         concurrent run waits, then checks what the first one made."""
+        conn.known.clear()
         resource = f"rotators:{self.user_key(username, _NO_SECRET)}"[:255]
         rows = self._query(conn, _LOCK_SQL, resource=resource, timeout=_LOCK_TIMEOUT_MS)
         if not rows or rows[0][0] is None or int(rows[0][0]) < 0:
@@ -316,32 +370,47 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
 
     def admin_power(self, conn: SqlServerSession, username: str) -> list[str]:
         """Administrative server roles and permissions (held directly or through roles, or WITH
-        GRANT OPTION), databases the login owns, and the same in this database for its user."""
+        GRANT OPTION), databases the login owns, and the same in every database where it has a
+        user."""
         found = administrative(self._query(conn, SERVER_POWER_SQL, name=username), username, server=True)
-        user = self._database_user(conn, username)
-        if user is not None:
-            rows = self._query(conn, DATABASE_POWER_SQL, name=username)
-            found |= administrative(rows, user[0], server=False)
-            if user[0] == "dbo":
-                found.add("the database owner's user (dbo)")
+        for mapped in self._databases(conn, username, self.clone_name(username))[0]:
+            if mapped.source is None:
+                continue
+            with self._in_database(conn, mapped.database):
+                rows = self._query(conn, DATABASE_POWER_SQL, name=username)
+            held = administrative(rows, mapped.source[0], server=False)
+            if mapped.source[0] == "dbo":
+                held.add("the database owner's user (dbo)")
+            found |= {f"{power} in database {mapped.database}" for power in held}
         return [f"{shown(username)} holds {', '.join(sorted(found))}"] if found else []
 
     def clone_mismatch(self, conn: SqlServerSession, source: str, clone: str) -> list[str]:
         """The rotator's clone holds what the source holds and nothing else: no role, grant or
-        missing DENY beyond the source's, in the server and in this database; it owns nothing."""
+        missing DENY beyond the source's, in the server and in every database; it owns nothing.
+        Where the master cannot look (a database it cannot open), an existing clone is not
+        known to be such a clone."""
         kind = self._query(conn, PRINCIPAL_SQL, name=clone)
         if not kind:
             return []
         if str(kind[0][0]) != "SQL_LOGIN":
             return [f"{shown(clone)} is a {kind[0][0]}, not a SQL login the rotator made"]
         found = self._differences(conn, source, clone, beyond_source=True)
-        clone_user = self._database_user(conn, clone)
-        if clone_user is not None:
-            if clone_user[0] == "dbo":
-                found.append(f"{shown(clone)} is the database owner's user (dbo)")
-            owned = self._query(conn, OWNED_SQL, user=clone_user[0])
+        mapped_here, unreachable = self._databases(conn, source, clone)
+        if unreachable:
+            found.append(
+                f"the master user cannot open database {', '.join(unreachable)[:300]}, so what "
+                f"{shown(clone)} holds there is unknown: give the master a user there"
+            )
+        for mapped in mapped_here:
+            if mapped.clone is None:
+                continue
+            where = f"in database {mapped.database}"
+            if mapped.clone[0] == "dbo":
+                found.append(f"{shown(clone)} is the database owner's user (dbo) {where}")
+            with self._in_database(conn, mapped.database):
+                owned = self._query(conn, OWNED_SQL, user=mapped.clone[0])
             if owned and owned[0][0]:
-                found.append(f"{shown(clone)} owns {owned[0][0]} schemas or objects")
+                found.append(f"{shown(clone)} owns {owned[0][0]} schemas or objects {where}")
         owns = [row[1] for row in self._query(conn, SERVER_POWER_SQL, name=clone) if row[0] == "OWNER"]
         if owns:
             found.append(f"{shown(clone)} owns database {', '.join(sorted(map(str, owns)))}")
@@ -353,21 +422,26 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
     def _differences(
         self, conn: SqlServerSession, source: str, clone: str, *, beyond_source: bool
     ) -> list[str]:
-        """What the clone holds beyond the source (or lacks of it), in the server and this database.
-        A login without a user here holds nothing in it: no DENY of the other's is missing there
-        (a clone whose CREATE USER failed is the rotator's to finish, not more power)."""
+        """What the clone holds beyond the source (or lacks of it), in the server and in every
+        database where either has a user. A login without a user in a database holds nothing
+        there: no DENY of the other's is missing (a clone whose CREATE USER failed is the
+        rotator's to finish, not more power)."""
         server_wanted, server_held = self._server_privileges(conn, source, clone)
-        source_user, clone_user = self._database_user(conn, source), self._database_user(conn, clone)
-        db_wanted, db_held = self._database_privileges(
-            conn, source_user and source_user[0], clone_user and clone_user[0]
-        )
+        found = beyond(server_held, server_wanted) if beyond_source else beyond(server_wanted, server_held)
+        for mapped in self._databases(conn, source, clone)[0]:
+            if (mapped.clone if beyond_source else mapped.source) is None:
+                continue
+            with self._in_database(conn, mapped.database):
+                wanted, held = self._database_privileges(
+                    conn, mapped.source and mapped.source[0], mapped.clone and mapped.clone[0]
+                )
+            here = beyond(held, wanted) if beyond_source else beyond(wanted, held)
+            found += [f"{text} in database {mapped.database}" for text in here]
+        if not found:
+            return []
         if beyond_source:
-            extra = beyond(server_held, server_wanted) + (beyond(db_held, db_wanted) if clone_user else [])
-            return (
-                [f"{shown(clone)} holds what {shown(source)} does not: {', '.join(extra)}"] if extra else []
-            )
-        missing = beyond(server_wanted, server_held) + (beyond(db_wanted, db_held) if source_user else [])
-        return [f"{shown(clone)} lacks what {shown(source)} holds: {', '.join(missing)}"] if missing else []
+            return [f"{shown(clone)} holds what {shown(source)} does not: {', '.join(found)}"]
+        return [f"{shown(clone)} lacks what {shown(source)} holds: {', '.join(found)}"]
 
     # -- plumbing ------------------------------------------------------------------------------
     def _server_privileges(
@@ -391,10 +465,48 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
             read_database_permissions(rows, found)
         return wanted, held
 
-    def _database_user(self, conn: SqlServerSession, login: str) -> tuple[str, str] | None:
-        """(user name, default schema) of the login in this database, if it is mapped to one."""
-        rows = self._query(conn, DATABASE_USER_SQL, name=login)
-        return (str(rows[0][0]), str(rows[0][1] or "")) if rows else None
+    def _databases(self, conn: SqlServerSession, source: str, clone: str) -> tuple[list[Mapped], list[str]]:
+        """The databases where the source or the clone login has a user (one lookup in each
+        database the master can open: each keeps its own users), and those it cannot open.
+        Once per pass of checks and change (SqlServerSession.known)."""
+        key = (fold(source), fold(clone))
+        if key not in conn.known:
+            mapped, unreachable = [], []
+            for database, reachable in self._query(conn, DATABASES_SQL):
+                if not reachable:
+                    unreachable.append(str(database))
+                    continue
+                rows = self._query(conn, mapped_users_sql(str(database)), source=source, clone=clone)
+                users = {fold(str(login)): (str(user), str(schema or "")) for login, user, schema in rows}
+                source_user, clone_user = users.get(fold(source)), users.get(fold(clone))
+                if source_user or clone_user:
+                    mapped.append(Mapped(str(database), source_user, clone_user))
+            conn.known[key] = (mapped, unreachable)
+        return conn.known[key]
+
+    @contextmanager
+    def _in_database(self, conn: SqlServerSession, database: str) -> Iterator[None]:
+        """Catalog reads in another database than the session's (its own views: users, roles,
+        permissions), then back, after an error too (see _back_home)."""
+        if fold(database) == fold(conn.database):
+            yield
+            return
+        self._query(conn, f"USE {quote_name(database)}", fetch=False)
+        try:
+            yield
+        except Exception:
+            self._back_home(conn)
+            raise
+        self._query(conn, f"USE {quote_name(conn.database)}", fetch=False)
+
+    def _back_home(self, conn: SqlServerSession) -> None:
+        """After an error in another database, the session goes back to its own: the rotation lock
+        was taken there (an application lock belongs to its database: sp_releaseapplock elsewhere
+        fails, error 1223, hiding the first error), and a retry of the checks under the lock
+        (UserExistsError) reads from there. If that fails too (the connection is lost), the first
+        error is the one to report."""
+        with suppress(RotationError):
+            self._query(conn, f"USE {quote_name(conn.database)}", fetch=False)
 
     def _query(
         self, conn: SqlServerSession, statement: str, *, fetch: bool = True, **binds: Any
@@ -415,13 +527,20 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         %-format it and run it through sp_executesql, whose text the server's traces keep.
         DDL commits as it goes; a retry converges, each list being computed from the catalog."""
         secrets = [password, conn.password]
+        conn.known.clear()  # what it changes
+        home, away = f"USE {quote_name(conn.database)}", False  # whether a USE took the session elsewhere
         with conn.conn.cursor() as cursor:
             for statement in statements:
                 try:
                     cursor.execute(statement)
                 except self.driver_errors as exc:  # OSError too: the socket, mid-statement
                     what = redact(statement.split(" WITH PASSWORD = ")[0], secrets)
-                    raise self.statement_failure(exc, secrets, what=what) from None  # error_hint: _HINTS
+                    failure = self.statement_failure(exc, secrets, what=what)  # error_hint: _HINTS
+                    if away:
+                        self._back_home(conn)
+                    raise failure from None
+                if statement.startswith("USE "):
+                    away = statement != home
 
 
 _NO_SECRET: Any = None  # user_key() does not look at the secret

@@ -26,11 +26,6 @@ LOGIN_SQL = (
     "FROM sys.sql_logins WHERE name = %(name)s"
 )
 PRINCIPAL_SQL = "SELECT type_desc FROM sys.server_principals WHERE name = %(name)s"
-# The database user a login is mapped to in the session's database, and its default schema.
-DATABASE_USER_SQL = (
-    "SELECT dp.name, dp.default_schema_name FROM sys.database_principals dp "
-    "JOIN sys.server_principals sp ON sp.sid = dp.sid WHERE sp.name = %(name)s"
-)
 SERVER_ROLES_SQL = (
     "SELECT m.name, r.name FROM sys.server_role_members rm "
     "JOIN sys.server_principals r ON r.principal_id = rm.role_principal_id "
@@ -63,7 +58,25 @@ DATABASE_PERMISSIONS_SQL = (
     "LEFT JOIN sys.types t ON p.class = 6 AND t.user_type_id = p.major_id "
     "WHERE g.name IN (%(source)s, %(clone)s)"
 )
-# What a login holds, through server roles held in turn, and the databases it owns:
+# The online databases where a login may have a user (not tempdb, nor RDS's own rdsadmin), and
+# whether the master may open each.
+DATABASES_SQL = (
+    "SELECT name, HAS_DBACCESS(name) FROM sys.databases WHERE state = 0 AND database_id <> 2 "
+    "AND name <> 'rdsadmin' ORDER BY name"
+)
+
+
+def mapped_users_sql(database: str) -> str:
+    """The users two logins are mapped to in `database`: (login, user, default schema)."""
+    where = quote_name(database).replace("%", "%%")  # the driver %-formats a statement with binds
+    return (  # the one name in the text is quoted by quote_name
+        f"SELECT sp.name, dp.name, dp.default_schema_name FROM {where}.sys.database_principals dp "  # noqa: S608
+        "JOIN sys.server_principals sp ON sp.sid = dp.sid WHERE sp.name IN (%(source)s, %(clone)s)"
+    )
+
+
+# What a login holds, through server roles held in turn, and the databases it owns. A UNION ALL of
+# names from several scopes takes one collation (Msg 451 otherwise): the database's.
 # (kind, role, permission or database, state, holder).
 SERVER_POWER_SQL = """WITH held AS (
   SELECT principal_id, name FROM sys.server_principals WHERE name = %(name)s
@@ -72,14 +85,15 @@ SERVER_POWER_SQL = """WITH held AS (
   JOIN held h ON h.principal_id = rm.member_principal_id
   JOIN sys.server_principals r ON r.principal_id = rm.role_principal_id
 )
-SELECT DISTINCT 'ROLE', r.name, 'GRANT', h.name FROM held h
+SELECT DISTINCT 'ROLE', r.name COLLATE DATABASE_DEFAULT, 'GRANT', h.name COLLATE DATABASE_DEFAULT FROM held h
 JOIN sys.server_role_members rm ON rm.member_principal_id = h.principal_id
 JOIN sys.server_principals r ON r.principal_id = rm.role_principal_id
 UNION ALL
-SELECT DISTINCT 'PERMISSION', p.permission_name, p.state_desc, h.name FROM held h
+SELECT DISTINCT 'PERMISSION', p.permission_name COLLATE DATABASE_DEFAULT,
+  p.state_desc COLLATE DATABASE_DEFAULT, h.name COLLATE DATABASE_DEFAULT FROM held h
 JOIN sys.server_permissions p ON p.grantee_principal_id = h.principal_id AND p.state IN ('G', 'W')
 UNION ALL
-SELECT 'OWNER', d.name, 'GRANT', %(name)s FROM sys.databases d
+SELECT 'OWNER', d.name COLLATE DATABASE_DEFAULT, 'GRANT', %(name)s FROM sys.databases d
 JOIN sys.server_principals sp ON sp.sid = d.owner_sid WHERE sp.name = %(name)s"""
 # The same in the session's database, for the user the login is mapped to: permissions on the
 # database (class 0) and on its users and roles (class 4: IMPERSONATE ON USER::dbo is db_owner's power).
@@ -91,11 +105,12 @@ DATABASE_POWER_SQL = """WITH held AS (
   JOIN held h ON h.principal_id = rm.member_principal_id
   JOIN sys.database_principals r ON r.principal_id = rm.role_principal_id
 )
-SELECT DISTINCT 'ROLE', r.name, 'GRANT', h.name FROM held h
+SELECT DISTINCT 'ROLE', r.name COLLATE DATABASE_DEFAULT, 'GRANT', h.name COLLATE DATABASE_DEFAULT FROM held h
 JOIN sys.database_role_members rm ON rm.member_principal_id = h.principal_id
 JOIN sys.database_principals r ON r.principal_id = rm.role_principal_id
 UNION ALL
-SELECT DISTINCT 'PERMISSION', p.permission_name, p.state_desc, h.name FROM held h
+SELECT DISTINCT 'PERMISSION', p.permission_name COLLATE DATABASE_DEFAULT,
+  p.state_desc COLLATE DATABASE_DEFAULT, h.name COLLATE DATABASE_DEFAULT FROM held h
 JOIN sys.database_permissions p ON p.grantee_principal_id = h.principal_id AND p.class IN (0, 4)
 AND p.state IN ('G', 'W')"""
 # Schemas and objects a database user owns (an owner holds CONTROL over them without a grant).

@@ -451,6 +451,50 @@ def test_alternating_rotations_copy_the_source_and_keep_the_old_login_working(
         )
 
 
+def test_the_clone_gets_the_sources_user_in_a_second_database(
+    live: SqlServerAdmin, database: str, new_password: Callable[[], str]
+) -> None:
+    """Issue 17: the same users and role memberships in every database the source is mapped to. In
+    a second database the source has a user with its own default schema, a role, db_datareader
+    and a DENY: the clone gets the same there, and follows when the source leaves the role."""
+    source = make_source(live, database, new_password())
+    second = live.database()
+    role, schema, table = fresh_names("role2", "sch2", "t2")
+    user = ident(source.login)
+    live.sql(f"CREATE SCHEMA {ident(schema)}", database=second)
+    live.sql(f"CREATE TABLE [dbo].{ident(table)} (id int); CREATE ROLE {ident(role)}", database=second)
+    live.user(second, source.login, schema=schema)
+    live.sql(
+        f"ALTER ROLE {ident(role)} ADD MEMBER {user}; ALTER ROLE [db_datareader] ADD MEMBER {user}; "
+        f"DENY SELECT ON OBJECT::[dbo].{ident(table)} TO {user}",
+        database=second,
+    )
+    held = live.privileges(source.login, second)
+    assert {
+        ("database role", role, "", ""),
+        ("database role", "db_datareader", "", ""),
+        ("database", "DENY", "SELECT", f"dbo.{table}"),
+    } <= held, "the catalog query sees what the source was given"
+    arn = alternating(live, source)
+
+    first = live.rotate(arn)
+    assert first["username"] == source.clone
+    assert live.privileges(source.clone, second) == held
+    assert live.sql(DEFAULT_SCHEMA, database=second, name=source.clone) == [(schema,)]
+    assert live.privileges(source.clone, database) == live.privileges(source.login, database)
+    as_clone = functools.partial(live.run, source.clone, first["password"], database=second)
+    assert as_clone("SELECT DB_NAME()") == [(second,)], "the clone opens the second database"
+    with pytest.raises(pytds.Error, match="permission was denied"):
+        as_clone(f"SELECT COUNT(*) FROM [dbo].{ident(table)}")
+
+    live.sql(f"ALTER ROLE {ident(role)} DROP MEMBER {user}", database=second)
+    assert live.rotate(arn)["username"] == source.login
+    assert live.rotate(arn)["username"] == source.clone
+    changed = live.privileges(source.login, second)
+    assert ("database role", role, "", "") not in changed
+    assert live.privileges(source.clone, second) == changed
+
+
 def aws_clone(live: SqlServerAdmin, source: Source, password: str) -> None:
     """What AWS's multi-user function makes: CREATE LOGIN (CHECK_POLICY left at its default, ON),
     CREATE USER ... FOR LOGIN, and the source's server and database roles."""
@@ -536,6 +580,30 @@ def test_an_administrative_source_is_refused_and_nothing_changes(
         "SELECT 1 FROM sys.database_principals WHERE name = %(name)s", database=database, name=source.clone
     )
     assert (live.privileges(source.login, database), live.settings(source.login)) == before
+    assert live.logs_in(source.login, source.password, database)
+
+
+def test_a_source_with_db_owner_only_in_a_second_database_is_refused(
+    live: SqlServerAdmin, database: str, new_password: Callable[[], str]
+) -> None:
+    """Nothing administrative in the server or the secret's database, db_owner in another one where
+    the source has a user: refused before any change, in either database."""
+    source = make_source(live, database, new_password(), grants=False)
+    second = live.database()
+    live.user(second, source.login)
+    live.sql(f"ALTER ROLE [db_owner] ADD MEMBER {ident(source.login)}", database=second)
+    before = live.privileges(source.login, second), live.privileges(source.login, database)
+    arn = alternating(live, source)
+
+    with pytest.raises(PrivilegeError, match=re.escape(f"role db_owner in database {second}")):
+        live.rotate(arn)
+    assert live.sm.value(arn, AWSCURRENT)["password"] == source.password
+    assert not live.exists(source.clone)
+    for where in (database, second):
+        assert not live.sql(
+            "SELECT 1 FROM sys.database_principals WHERE name = %(name)s", database=where, name=source.clone
+        )
+    assert (live.privileges(source.login, second), live.privileges(source.login, database)) == before
     assert live.logs_in(source.login, source.password, database)
 
 

@@ -17,7 +17,7 @@ from rotators.engines.sqlserver import SQLServerRotator
 from rotators.log import logger
 from rotators.testing.conformance import SCENARIOS, RotatorConformance
 from rotators.testing.secretsmanager import LocalSecretsManager
-from tests.sqlserver_double import SqlServerDouble, quote
+from tests.sqlserver_double import SqlServerDouble, fold, quote
 
 LOGIN = {"engine": "sqlserver", "host": "db.example", "port": 1433, "dbname": "appdb"}
 
@@ -33,8 +33,11 @@ def test_sqlserver_conforms(
 ) -> None:
     """Single user: after a rotation only AWSCURRENT logs in. Alternating users: AWSPREVIOUS (the
     other login) keeps logging in until the next rotation."""
-    double = SqlServerDouble().admin("CREATE DATABASE [appdb]", "CREATE SERVER ROLE [monitoring]")
+    double = SqlServerDouble().admin(
+        "CREATE DATABASE [appdb]", "CREATE DATABASE [sales]", "CREATE SERVER ROLE [monitoring]"
+    )
     double.admin("CREATE ROLE [reporting]", database="appdb")
+    double.admin("CREATE ROLE [clerks]", database="sales")
     master = "Master-" + uuid.uuid4().hex
     double.sql_login("admin", master).admin("ALTER SERVER ROLE [sysadmin] ADD MEMBER [admin]")
     double.install(monkeypatch)
@@ -45,7 +48,8 @@ def test_sqlserver_conforms(
     debug: list[bool] = []
 
     def new_secret() -> dict[str, Any]:
-        """A fresh login with a user, roles, a server permission, a grant and a DENY to copy."""
+        """A fresh login with a server role and permission, and users in appdb and in sales with
+        roles, grants and DENYs to copy (the clone's in sales are made after USE [sales])."""
         name, password = f"app_{uuid.uuid4().hex[:8]}", "Init-" + uuid.uuid4().hex
         double.sql_login(name, password, database="appdb", policy=True)
         double.admin(f"ALTER SERVER ROLE [monitoring] ADD MEMBER {quote(name)}")
@@ -55,6 +59,13 @@ def test_sqlserver_conforms(
             f"GRANT SELECT ON OBJECT::[sales].[orders] TO {quote(name)} WITH GRANT OPTION",
             f"DENY DELETE ON OBJECT::[sales].[orders] TO {quote(name)}",
             database="appdb",
+        )
+        double.admin(
+            f"CREATE USER {quote(name)} FOR LOGIN {quote(name)} WITH DEFAULT_SCHEMA = [ledger]",
+            f"ALTER ROLE [clerks] ADD MEMBER {quote(name)}",
+            f"GRANT INSERT ON OBJECT::[ledger].[entries] TO {quote(name)}",
+            f"DENY UPDATE ON OBJECT::[ledger].[entries] TO {quote(name)}",
+            database="sales",
         )
         return {**LOGIN, "username": name, "password": password, **extra}
 
@@ -74,12 +85,21 @@ def test_sqlserver_conforms(
     if strategy == "alternating":
         assert any(s.startswith("CREATE LOGIN [app_") for s in double.statements)
         clones = [p.name for p in double.server.principals.values() if p.name.endswith("_clone")]
-        database = double.server.databases["appdb"]
-        for clone in clones:  # every clone holds what its source holds
+        assert clones
+        for clone in clones:  # every clone holds what its source holds, in the server and both databases
             source = clone.removesuffix("_clone")
             assert sorted(r for r, m in double.server.members if m == source) == sorted(
                 r for r, m in double.server.members if m == clone
             )
-            assert sorted(
-                (g.state, g.permission, g.name) for g in database.permissions if g.grantee == source
-            ) == (sorted((g.state, g.permission, g.name) for g in database.permissions if g.grantee == clone))
+            for database in (double.server.databases["appdb"], double.server.databases["sales"]):
+                user = database.user_of(clone)
+                assert (
+                    user is not None
+                    and user.default_schema == database.principals[fold(source)].default_schema
+                )
+                assert {
+                    (g.state, g.permission, g.name) for g in database.permissions if g.grantee == source
+                } == {(g.state, g.permission, g.name) for g in database.permissions if g.grantee == user.name}
+                assert {r for r, m in database.members if m == source} == {
+                    r for r, m in database.members if m == user.name
+                }

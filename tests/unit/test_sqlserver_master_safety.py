@@ -5,9 +5,11 @@ and database users did, so every refused attack ends by proving that nothing was
 that the master and the victim still log in with their own secrets.
 
 Whoever writes an app secret is not trusted with the master: the master's own login is never a
-target (SQL Server compares names without case and trailing spaces), a source with administrative
-power needs the secret's opt-in, and a pre-existing clone is adopted only if it holds nothing
-beyond its source (a DENY the source has and the clone lacks is more power).
+target (SQL Server compares names without case and trailing spaces, and under some collations
+without accents or width), a source with administrative power needs the secret's opt-in, and a
+pre-existing clone is adopted only if it holds nothing beyond its source (a DENY the source has
+and the clone lacks is more power), nor sits where the master cannot look, unless AWSPREVIOUS
+proves it is the rotator's own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from rotators.database import LoginRefusedError
 from rotators.engines.sqlserver import SQLServerRotator, handler
+from rotators.engines.sqlserver_sql import mapped_users_sql
 from rotators.engines.sqlserver_tls import CONTEXT_MARKER
 from rotators.errors import (
     LoginError,
@@ -129,6 +132,13 @@ def sqlserver(local_sm: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) ->
         ("admin", "ADMIN_clone"),
         ("ADMIN ", "admin"),  # the master secret spells it otherwise
         ("Admin", "admin_clone"),
+        # Under an accent- or width-insensitive collation these are `admin` too.
+        ("admin", "Admín"),
+        ("admin", "Admi\u0301n"),  # the accent as a combining mark
+        ("admin", "\uff21dmin"),  # a full-width A
+        ("admin", "\uff41\uff44\uff4d\uff49\uff4e_clone"),
+        ("admin", "ADMIN "),
+        ("admin", "ÁDMÍN_clone"),
     ],
 )
 def test_the_master_is_never_one_of_the_alternating_logins(
@@ -172,11 +182,6 @@ def test_the_master_is_never_one_of_the_alternating_logins(
         ),
         (["GRANT IMPERSONATE ON LOGIN::[admin] TO [app]"], [], "IMPERSONATE"),
         (["GRANT VIEW SERVER STATE TO [app] WITH GRANT OPTION"], [], "VIEW SERVER STATE WITH GRANT OPTION"),
-        (
-            ["CREATE DATABASE [sales]", "ALTER AUTHORIZATION ON DATABASE::[sales] TO [app]"],
-            [],
-            "ownership of database sales",
-        ),
         ([], ["ALTER ROLE [db_owner] ADD MEMBER [app]"], "role db_owner"),
         ([], ["ALTER ROLE [db_securityadmin] ADD MEMBER [app]"], "role db_securityadmin"),
         (
@@ -209,16 +214,22 @@ def test_a_source_with_administrative_power_needs_the_opt_in(
     assert sqlserver.logs_in(opted_in)
 
 
-def test_the_owner_of_the_database_is_refused_even_when_opted_in(sqlserver: SqlServer) -> None:
-    """dbo is one user: a clone cannot be it, and the master says so before any change."""
-    password = sqlserver.login("app", user=False)
-    sqlserver.double.admin("ALTER AUTHORIZATION ON DATABASE::[appdb] TO [app]")
+@pytest.mark.parametrize("owned", ["appdb", "sales"])
+def test_the_owner_of_a_database_is_refused_even_when_opted_in(sqlserver: SqlServer, owned: str) -> None:
+    """dbo is one user: a clone cannot be it, in the secret's database or any other, and the
+    master says so before any change."""
+    password = sqlserver.login("app", user=owned != "appdb")
+    if owned != "appdb":
+        sqlserver.double.admin(f"CREATE DATABASE [{owned}]")
+    sqlserver.double.admin(f"ALTER AUTHORIZATION ON DATABASE::[{owned}] TO [app]")
     error = sqlserver.attempt(sqlserver.app("app", password), PrivilegeError)
-    assert "ownership of database appdb" in str(error) and "the database owner's user (dbo)" in str(error)
+    assert f"ownership of database {owned}" in str(error)
+    assert f"the database owner's user (dbo) in database {owned}" in str(error)
 
     opted_in = sqlserver.app("app", password, allow_privileged_user=True)
     error = sqlserver.attempt(opted_in, PasswordChangeError)
-    assert "'app' is the owner (dbo) of this database, which a clone cannot be" in str(error)
+    assert f"The source login is the owner (dbo) of database '{owned}', which a clone cannot be" in str(error)
+    assert sqlserver.double.server.login("app_clone") is None
 
 
 def test_an_application_login_has_no_administrative_power(sqlserver: SqlServer) -> None:
@@ -239,6 +250,163 @@ def test_an_application_login_has_no_administrative_power(sqlserver: SqlServer) 
     invoke(handler, arn, sqlserver.sm.start_rotation(arn))
     assert sqlserver.sm.value(arn, AWSCURRENT)["username"] == "app_clone"
     assert sqlserver.logs_in(arn)
+
+
+@pytest.mark.parametrize(
+    ("statements", "named"),
+    [
+        (["ALTER ROLE [db_owner] ADD MEMBER [app]"], "role db_owner in database sales"),
+        (
+            [
+                "CREATE ROLE [team]",
+                "ALTER ROLE [team] ADD MEMBER [app]",
+                "ALTER ROLE [db_owner] ADD MEMBER [team]",
+            ],
+            "role db_owner (through role team) in database sales",
+        ),
+        (["ALTER ROLE [db_accessadmin] ADD MEMBER [app]"], "role db_accessadmin in database sales"),
+        (["GRANT ALTER ANY USER TO [app]"], "ALTER ANY USER in database sales"),
+        (
+            ["GRANT CREATE TABLE TO [app] WITH GRANT OPTION"],
+            "CREATE TABLE WITH GRANT OPTION in database sales",
+        ),
+    ],
+)
+def test_a_source_with_power_only_in_another_database_needs_the_opt_in(
+    sqlserver: SqlServer, statements: list[str], named: str
+) -> None:
+    """Nothing in the server or the secret's database, but power in sales, where the source has a
+    user too: refused before any change, as it would be in appdb."""
+    password = sqlserver.login("app")
+    sqlserver.double.admin("CREATE DATABASE [sales]")
+    sqlserver.double.admin("CREATE USER [app] FOR LOGIN [app]", *statements, database="sales")
+    error = sqlserver.attempt(sqlserver.app("app", password), PrivilegeError)
+    assert f"'app' holds {named}" in str(error) and "allow_privileged_user" in str(error)
+    assert sqlserver.double.server.login("app_clone") is None
+
+    opted_in = sqlserver.app("app", password, allow_privileged_user=True)
+    invoke(handler, opted_in, sqlserver.sm.start_rotation(opted_in))
+    assert sqlserver.sm.value(opted_in, AWSCURRENT)["username"] == "app_clone"
+    sales = sqlserver.double.server.databases["sales"]
+    assert {r for r, m in sales.members if m == "app_clone"} == {r for r, m in sales.members if m == "app"}
+
+
+# -- a master that cannot open every database ----------------------------------------------------------------
+def keeper(sqlserver: SqlServer) -> None:
+    """The master becomes `keeper`, no sysadmin (as on a managed server): securityadmin, and db_owner
+    in appdb. It opens master and msdb (guest), not model (guest is off there) nor hr, which it
+    has no user in."""
+    password = sqlserver.login("keeper")
+    sqlserver.double.admin("ALTER SERVER ROLE [securityadmin] ADD MEMBER [keeper]", "CREATE DATABASE [hr]")
+    sqlserver.double.admin("ALTER ROLE [db_owner] ADD MEMBER [keeper]", database="appdb")
+    sqlserver.master, sqlserver.master_password = "keeper", password
+    sqlserver.master_arn = sqlserver.secret("keeper", password)
+    server = sqlserver.double.server
+    assert not any(server.may_enter("keeper", server.databases[name]) for name in ("hr", "model"))
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_clone_where_the_master_cannot_look_is_not_taken_over(sqlserver: SqlServer) -> None:
+    """OPS_CLONE matches OPS wherever the master looks, but holds db_owner in hr, which the master
+    cannot open: what it holds there is unknown, so it is refused, nothing changed. Once the
+    master has a user in hr, the same rotation names what the clone holds there."""
+    keeper(sqlserver)
+    ops = sqlserver.login("ops")
+    clone = sqlserver.login("ops_clone")
+    sqlserver.double.admin(
+        "CREATE USER [ops_clone] FOR LOGIN [ops_clone]", "ALTER ROLE [db_owner] ADD MEMBER [ops_clone]",
+        database="hr",
+    )  # fmt: skip
+    arn = sqlserver.app("ops", ops)
+    error = sqlserver.attempt(arn, PrivilegeError)
+    assert (
+        "the master user cannot open database hr, model, so what 'ops_clone' holds there is unknown: give "
+        "the master a user there"
+    ) in str(error)
+    assert sqlserver.during == ["ops", "keeper"] and sqlserver.double.accepts("ops_clone", clone)
+
+    sqlserver.double.admin("CREATE USER [keeper] FOR LOGIN [keeper]", database="hr")
+    error = sqlserver.attempt(arn, PrivilegeError)
+    assert "'ops_clone' holds what 'ops' does not: role db_owner in database hr" in str(error)
+    assert "cannot open database model, so what 'ops_clone' holds there" in str(error), "model: still unknown"
+
+
+def test_the_rotators_own_clone_is_rotated_where_the_master_cannot_look(
+    sqlserver: SqlServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """APP has a user in hr, which the master cannot open. The first rotation makes APP_CLONE with
+    what the master can see, and warns about hr; the second goes back to APP. The third finds
+    APP_CLONE and cannot know what it holds in hr, but AWSPREVIOUS logs in as it: the secret
+    already held it, so it is rotated (its password set, nothing else)."""
+    keeper(sqlserver)
+    password = sqlserver.login("app")
+    sqlserver.double.admin("ALTER ROLE [db_datareader] ADD MEMBER [app]", database="appdb")
+    sqlserver.double.admin("CREATE USER [app] FOR LOGIN [app]", database="hr")
+    arn = sqlserver.app("app", password)
+    invoke(handler, arn, sqlserver.sm.start_rotation(arn))
+    assert sqlserver.sm.value(arn, AWSCURRENT)["username"] == "app_clone" and sqlserver.logs_in(arn)
+    assert warnings(caplog) == [
+        "The master user cannot open 1 databases (hr): if 'app' has a user there, 'app_clone' gets none"
+    ], "hr only: model is not counted"
+    assert sqlserver.double.server.databases["hr"].user_of("app_clone") is None
+
+    invoke(handler, arn, sqlserver.sm.start_rotation(arn))
+    assert sqlserver.sm.value(arn, AWSPREVIOUS)["username"] == "app_clone"
+    done = len(sqlserver.double.changes())
+    caplog.clear()
+    invoke(handler, arn, sqlserver.sm.start_rotation(arn))
+    new = sqlserver.sm.value(arn, AWSCURRENT)
+    assert new["username"] == "app_clone" and sqlserver.logs_in(arn)
+    assert sqlserver.double.changes()[done:] == [
+        "ALTER LOGIN [app_clone] WITH PASSWORD = N'{}', DEFAULT_DATABASE = [master], "
+        "DEFAULT_LANGUAGE = [us_english], CHECK_POLICY = OFF, CHECK_EXPIRATION = OFF".format(new["password"])
+    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert "AWSPREVIOUS logs in as 'app_clone': its privileges are put right" in messages
+    assert len(warnings(caplog)) == 1 and "cannot open 1 databases (hr)" in warnings(caplog)[0]
+    sqlserver.assert_master_intact()
+
+
+def test_model_is_looked_into_where_the_master_may_open_it(sqlserver: SqlServer) -> None:
+    """model is the template of every new database: a clone's user there in db_owner would be
+    db_owner of each database made later. A sysadmin master looks, and refuses."""
+    ops = sqlserver.login("ops")
+    sqlserver.login("ops_clone")
+    sqlserver.double.admin(
+        "CREATE USER [ops_clone] FOR LOGIN [ops_clone]", "ALTER ROLE [db_owner] ADD MEMBER [ops_clone]",
+        database="model",
+    )  # fmt: skip
+    error = sqlserver.attempt(sqlserver.app("ops", ops), PrivilegeError)
+    assert "'ops_clone' holds what 'ops' does not: role db_owner in database model" in str(error)
+
+
+def test_model_where_the_master_may_not_open_it_is_no_warning_but_leaves_a_clone_unknown(
+    sqlserver: SqlServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A master that cannot open model (and opens every other database) makes a clone without a
+    warning (model's users only pass to databases made later). But a clone made by hand may hold
+    db_owner there, which would make it db_owner of every later database: not adopted unless the
+    secret proves it already held it (AWSPREVIOUS), nothing changed."""
+    keeper(sqlserver)
+    sqlserver.double.admin("CREATE USER [keeper] FOR LOGIN [keeper]", database="hr")
+    password = sqlserver.login("app")
+    arn = sqlserver.app("app", password)
+    invoke(handler, arn, sqlserver.sm.start_rotation(arn))
+    assert sqlserver.sm.value(arn, AWSCURRENT)["username"] == "app_clone" and sqlserver.logs_in(arn)
+    assert warnings(caplog) == []
+    assert mapped_users_sql("hr") in sqlserver.double.statements
+    assert mapped_users_sql("model") not in sqlserver.double.statements
+
+    ops = sqlserver.login("ops")
+    clone = sqlserver.login("ops_clone")
+    error = sqlserver.attempt(sqlserver.app("ops", ops), PrivilegeError)
+    assert "the master user cannot open database model, so what 'ops_clone' holds there is unknown" in str(
+        error
+    )
+    assert sqlserver.double.accepts("ops_clone", clone), "nothing changed"
 
 
 # -- a pre-existing clone with more power than the source ----------------------------------------------------
@@ -346,6 +514,92 @@ def test_a_clone_made_as_awss_function_makes_it_is_adopted(sqlserver: SqlServer)
         "DEFAULT_LANGUAGE = [us_english], CHECK_POLICY = OFF, CHECK_EXPIRATION = OFF".format(new["password"])
     ]
     assert sqlserver.logs_in(arn) and not sqlserver.double.accepts("ops_clone", clone)
+
+
+@pytest.mark.parametrize(
+    ("source", "clone", "named"),
+    [
+        ([], ["ALTER ROLE [db_owner] ADD MEMBER [ops_clone]"], "does not: role db_owner in database sales"),
+        (
+            [],
+            ["GRANT SELECT ON OBJECT::[hr].[salaries] TO [ops_clone]"],
+            "does not: GRANT SELECT ON OBJECT::[hr].[salaries] in database sales",
+        ),
+        (
+            ["DENY SELECT ON OBJECT::[hr].[salaries] TO [ops]"],
+            [],
+            "does not: not DENY SELECT ON OBJECT::[hr].[salaries] in database sales",
+        ),
+        (
+            [],
+            ["ALTER AUTHORIZATION ON SCHEMA::[reports] TO [ops_clone]"],
+            "'ops_clone' owns 1 schemas or objects in database sales",
+        ),
+        (None, [], "does not: GRANT CONNECT in database sales"),  # a user where the source has none
+        (
+            None,
+            ["ALTER ROLE [db_datareader] ADD MEMBER [ops_clone]"],
+            "does not: role db_datareader in database sales",
+        ),
+    ],
+)
+def test_a_pre_existing_clone_with_more_only_in_another_database_is_not_taken_over(
+    sqlserver: SqlServer, source: list[str] | None, clone: list[str], named: str
+) -> None:
+    """The server and appdb match; in sales the clone holds more than the source (a role, a grant,
+    a missing DENY, a schema, or a user where the source has none). None: the source has no
+    user in sales."""
+    ops = sqlserver.login("ops")
+    password = sqlserver.login("ops_clone")
+    sqlserver.double.admin("CREATE DATABASE [sales]")
+    if source is not None:
+        sqlserver.double.admin("CREATE USER [ops] FOR LOGIN [ops]", *source, database="sales")
+    sqlserver.double.admin("CREATE USER [ops_clone] FOR LOGIN [ops_clone]", *clone, database="sales")
+    error = sqlserver.attempt(sqlserver.app("ops", ops), PrivilegeError)
+    assert named in str(error)
+    assert sqlserver.double.accepts("ops_clone", password), "OPS_CLONE keeps its password"
+
+
+def test_a_clone_that_owns_another_database_is_not_taken_over(sqlserver: SqlServer) -> None:
+    """dbo of sales: its user there is the database owner's, which the rotator never makes."""
+    ops = sqlserver.login("ops")
+    sqlserver.login("ops_clone")
+    sqlserver.double.admin(
+        "CREATE DATABASE [sales]", "ALTER AUTHORIZATION ON DATABASE::[sales] TO [ops_clone]"
+    )
+    error = sqlserver.attempt(sqlserver.app("ops", ops), PrivilegeError)
+    assert "'ops_clone' is the database owner's user (dbo) in database sales" in str(error)
+    assert "'ops_clone' owns database sales" in str(error)
+
+
+def test_an_adopted_clone_gets_the_sources_default_schemas(sqlserver: SqlServer) -> None:
+    """A clone made by hand with the source's privileges but dbo as its default schema, in appdb
+    and in sales: adopted, and ALTER USER gives it the source's schema in each."""
+    ops = "Init-" + uuid.uuid4().hex[:20]
+    sqlserver.double.sql_login("ops", ops, database="appdb", schema="reports")
+    password = sqlserver.login("ops_clone")
+    sqlserver.double.admin("CREATE DATABASE [sales]")
+    sqlserver.double.admin(
+        "CREATE USER [ops] FOR LOGIN [ops] WITH DEFAULT_SCHEMA = [ledger]",
+        "CREATE USER [ops_clone] FOR LOGIN [ops_clone]",
+        database="sales",
+    )
+    arn = sqlserver.app("ops", ops)
+    invoke(handler, arn, sqlserver.sm.start_rotation(arn))
+    new = sqlserver.sm.value(arn, AWSCURRENT)
+    assert new["username"] == "ops_clone" and not sqlserver.double.accepts("ops_clone", password)
+    assert sqlserver.double.changes() == [
+        "ALTER LOGIN [ops_clone] WITH PASSWORD = N'{}', DEFAULT_DATABASE = [master], "
+        "DEFAULT_LANGUAGE = [us_english], CHECK_POLICY = OFF, CHECK_EXPIRATION = OFF".format(new["password"]),
+        "ALTER USER [ops_clone] WITH DEFAULT_SCHEMA = [reports]",
+        "USE [sales]",
+        "ALTER USER [ops_clone] WITH DEFAULT_SCHEMA = [ledger]",
+        "USE [appdb]",
+    ]
+    for database, schema in (("appdb", "reports"), ("sales", "ledger")):
+        user = sqlserver.double.server.databases[database].user_of("ops_clone")
+        assert user is not None and user.default_schema == schema
+    assert sqlserver.logs_in(arn)
 
 
 # -- a clone that drifted, and the secret that proves it is the rotator's ---------------------------------
@@ -462,14 +716,12 @@ def test_two_rotations_are_tested_marked_and_finished(sqlserver: SqlServer) -> N
         assert set(sqlserver.sm.stages(arn, marks=True)[token]) == {AWSCURRENT, ROTATORS_TESTED}
         assert sqlserver.logs_in(arn)
     assert [s for s in sqlserver.double.changes() if not s.startswith(("ALTER LOGIN", "CREATE LOGIN"))] == [
-        "EXEC [master].[sys].[sp_executesql] N'GRANT CONNECT SQL TO [app_clone]'",
         "EXEC [master].[sys].[sp_executesql] N'GRANT VIEW SERVER STATE TO [app_clone]'",
         "CREATE USER [app_clone] FOR LOGIN [app_clone] WITH DEFAULT_SCHEMA = [dbo]",
         "ALTER ROLE [db_datareader] ADD MEMBER [app_clone]",
         "DENY SELECT ON OBJECT::[hr].[pay] TO [app_clone]",
-        "GRANT CONNECT TO [app_clone]",
         "GRANT EXECUTE ON SCHEMA::[dbo] TO [app_clone] WITH GRANT OPTION",
-    ]
+    ], "CONNECT SQL and CONNECT come with CREATE LOGIN and CREATE USER"
     sqlserver.assert_master_intact()
 
 

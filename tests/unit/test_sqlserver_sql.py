@@ -5,17 +5,22 @@ administrative power."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pytds.tds_base import tds_quote_id
 
 from rotators.engines.sqlserver_sql import (
+    DATABASE_POWER_SQL,
     MAX_NAME,
+    SERVER_POWER_SQL,
     Permission,
     Privileges,
     administrative,
     beyond,
     fold,
     in_master,
+    mapped_users_sql,
     quote_name,
     quote_password,
     read_database_permissions,
@@ -24,7 +29,7 @@ from rotators.engines.sqlserver_sql import (
     sync,
 )
 from rotators.errors import ConfigurationError, PasswordChangeError, SecretFormatError
-from tests.sqlserver_double import literal, unquote
+from tests.sqlserver_double import _MAPPED_USERS, literal, unquote
 
 # -- quoting -----------------------------------------------------------------------------------------
 NAMES = [
@@ -374,3 +379,40 @@ def test_rows_of_other_principals_are_ignored() -> None:
     read_database_permissions([("other", "GRANT", "CONTROL", "CERTIFICATE", None, None, None, None)], found)
     read_server_permissions([("other", "GRANT", "CONNECT", "ENDPOINT", None, None)], found)
     assert found["app"] == Privileges()
+
+
+# -- the users of two logins in any database -------------------------------------------------------------
+@pytest.mark.parametrize("database", ["appdb", "a]b", "O'Neil db", "100%", "%(source)s", "%%s", "Zoë 日本"])
+def test_mapped_users_sql_names_the_database_as_the_driver_will_send_it(database: str) -> None:
+    """A three-part name, quoted, its `%` doubled: the statement goes with parameters, and the
+    driver %-formats it (@P1, @P2 for the two logins) before the server reads the name."""
+    sent = mapped_users_sql(database) % {"source": "@P1", "clone": "@P2"}
+    found = _MAPPED_USERS.match(sent)
+    assert found is not None and unquote(found["database"]) == database
+    assert (found["first"], found["second"]) == ("@P1", "@P2")
+    assert sent.startswith(
+        f"SELECT sp.name, dp.name, dp.default_schema_name FROM {quote_name(database)}.sys."
+    )
+
+
+@pytest.mark.parametrize("database", ["", "a\nb", "x" * (MAX_NAME + 1)])
+def test_mapped_users_sql_refuses_what_is_not_a_database_name(database: str) -> None:
+    with pytest.raises(SecretFormatError):
+        mapped_users_sql(database)
+
+
+@pytest.mark.parametrize("query", [SERVER_POWER_SQL, DATABASE_POWER_SQL], ids=["server", "database"])
+def test_union_all_columns_from_the_catalog_take_the_databases_collation(query: str) -> None:
+    """Catalog names and *_desc columns of different scopes may differ in collation; a UNION ALL
+    of them fails (Msg 451) unless each column read from a view says COLLATE DATABASE_DEFAULT
+    (literals and parameters already have the database's)."""
+    _, after_the_cte = query.split("\n)\n", 1)  # the CTE's own UNION ALL reads one view's names
+    branches = after_the_cte.split("UNION ALL")
+    assert len(branches) >= 2
+    for branch in branches:
+        columns = re.search(r"SELECT (?:DISTINCT )?(.*?)\s+FROM ", branch, re.S)
+        assert columns is not None
+        for text in columns[1].split(","):
+            column = " ".join(text.split())
+            if re.match(r"\w+\.\w+", column):
+                assert column.endswith(" COLLATE DATABASE_DEFAULT"), column
