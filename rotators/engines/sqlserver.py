@@ -289,8 +289,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         mapped, unreachable = self._databases(conn, source, clone)
         for here in mapped:
             statements += self._clone_in(conn, here, clone)
-        # model, where guest is off, holds users only for databases made later: not worth a warning
-        if unreachable := [name for name in unreachable if fold(name) != "model"]:
+        if unreachable := _worth_saying(unreachable):
             logger.warning(
                 f"The master user cannot open {len(unreachable)} databases ({', '.join(unreachable)[:300]}): "
                 f"if {shown(source)} has a user there, {shown(clone)} gets none"
@@ -337,18 +336,30 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
 
     def change_privileges(self, conn: SqlServerSession, username: str, *, as_master: bool) -> str | None:
         """A login may change its own password (with OLD_PASSWORD); a master needs ALTER ANY
-        LOGIN, and in the secret's database ALTER ANY USER and ALTER ANY ROLE for the clone."""
+        LOGIN, and ALTER ANY USER and ALTER ANY ROLE for the clone's users in the secret's
+        database and in every other one where the login has a user; it must be able to open those."""
         if not as_master:
             return None
         try:
-            found = self._query(conn, LOGIN_SQL, name=username)
+            if not self._query(conn, LOGIN_SQL, name=username):
+                return f"SQL Server has no SQL login {username!r}"
             held = {row[0] for row in self._query(conn, _MY_PERMISSIONS_SQL)}
+            missing = sorted({"ALTER ANY LOGIN", "ALTER ANY USER", "ALTER ANY ROLE"} - held)
+            lacking = [", ".join(missing)] if missing else []
+            mapped, unreachable = self._databases(conn, username, self.clone_name(username))
+            for here in mapped:
+                if here.source is None or fold(here.database) == fold(conn.database):
+                    continue
+                with self._in_database(conn, here.database):
+                    there = {row[0] for row in self._query(conn, _MY_PERMISSIONS_SQL)}
+                if missing := sorted({"ALTER ANY USER", "ALTER ANY ROLE"} - there):
+                    lacking.append(f"{', '.join(missing)} in database {here.database}")
         except RotationError as exc:
             return str(exc)
-        if not found:
-            return f"SQL Server has no SQL login {username!r}"
-        missing = sorted({"ALTER ANY LOGIN", "ALTER ANY USER", "ALTER ANY ROLE"} - held)
-        return f"the master user lacks {', '.join(missing)}" if missing else None
+        problems = [f"the master user lacks {'; '.join(lacking)}"] if lacking else []
+        if unreachable := _worth_saying(unreachable):
+            problems.append(f"the master user cannot open database {', '.join(unreachable)[:300]}")
+        return "; ".join(problems) or None
 
     # -- the master's safety rules ---------------------------------------------------------------
     @contextmanager
@@ -550,6 +561,12 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     """The TCP connection the driver logs in over: opened here, because the driver's own
     connect() waits out its whole timeout before it reports a refused connection."""
     return socket.create_connection((host, port), timeout)
+
+
+def _worth_saying(unreachable: list[str]) -> list[str]:
+    """Databases the master cannot open, but model: guest is off there, and its users only pass
+    to databases made later (what a clone may hold there still counts in clone_mismatch)."""
+    return [name for name in unreachable if fold(name) != "model"]
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -1276,6 +1276,28 @@ def test_check_of_a_master(
     assert MY_PERMISSIONS_SQL in double.statements
 
 
+def test_check_of_a_master_looks_in_every_database_where_the_login_has_a_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ops may change users in appdb (the secret's) but not in sales, where app has a user too, and
+    cannot open hr: `rotators check` says both."""
+    double = server().sql_login("app", OLD, database="appdb").sql_login("ops", "Ops-pass-5", database="appdb")
+    double.admin("GRANT ALTER ANY LOGIN TO [ops]", "CREATE DATABASE [sales]", "CREATE DATABASE [hr]")
+    double.admin("ALTER ROLE [db_owner] ADD MEMBER [ops]", database="appdb")
+    double.admin("CREATE USER [app] FOR LOGIN [app]", "CREATE USER [ops] FOR LOGIN [ops]", database="sales")
+    double.admin("ALTER ROLE [db_accessadmin] ADD MEMBER [ops]", database="sales")
+    rotator, login = session(double, monkeypatch, "ops", "Ops-pass-5")
+    with login as conn:
+        assert rotator.change_privileges(conn, "app", as_master=True) == (
+            "the master user lacks ALTER ANY ROLE in database sales; the master user cannot open database hr"
+        )
+        double.admin("ALTER ROLE [db_securityadmin] ADD MEMBER [ops]", database="sales")
+        double.admin("CREATE USER [ops] FOR LOGIN [ops]", database="hr")
+        conn.known.clear()
+        assert rotator.change_privileges(conn, "app", as_master=True) is None
+        assert conn.conn.database == "appdb", "back in the secret's database"
+
+
 def test_the_pending_secret_is_valid_json_with_the_clone(monkeypatch: pytest.MonkeyPatch) -> None:
     app_server().install(monkeypatch)
     rotator, client = rotation("app", master=True)
