@@ -9,6 +9,7 @@ that a driver's refusal comes back as the engine's error without the password.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -109,3 +110,9 @@ def refused_change(rotator: DatabaseRotator[Any], conn: Any, call: str, password
         else:
             rotator.clone_user(conn, "app", "app_clone", password)
     return redacted(caught.value, password)
+
+
+def ca_names(context: ssl.SSLContext) -> list[str]:
+    """The common names of the CAs an SSLContext trusts."""
+    certificates: list[Any] = context.get_ca_certs()
+    return [dict(entry[0] for entry in cert["subject"])["commonName"] for cert in certificates]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rotators.testing.tls import CertificateAuthority
+
 SETTINGS = (
     "ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE", "DB_CONNECT_TIMEOUT", "PASSWORD_LENGTH", "EXCLUDE_CHARACTERS",
     "EXCLUDE_NUMBERS", "EXCLUDE_PUNCTUATION", "EXCLUDE_UPPERCASE", "EXCLUDE_LOWERCASE",
@@ -15,3 +17,10 @@ SETTINGS = (
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def cas(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertificateAuthority, CertificateAuthority]:
+    """Two throwaway CAs: the one a master secret names, and an impostor's."""
+    root = tmp_path_factory.mktemp("cas")
+    return CertificateAuthority.create(root / "ours"), CertificateAuthority.create(root / "impostor")

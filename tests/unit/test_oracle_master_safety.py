@@ -22,6 +22,7 @@ from rotators.secrets import AWSCURRENT, ROTATORS_TESTED
 from rotators.testing.secretsmanager import LocalSecretsManager
 from rotators.testing.tls import CertificateAuthority
 from tests.conftest import invoke
+from tests.offline import ca_names
 from tests.oracle_double import Dictionary, OracleDouble, RecordingCursor, ora_error, stored
 
 LOGIN = {"engine": "oracle", "host": "db.example", "port": 2484, "dbname": "ORCLPDB1"}
@@ -268,17 +269,6 @@ def test_a_current_version_that_does_not_log_in_stops_before_the_master(oracle: 
 
 
 # -- 5: the master's password travels only as the master secret says ----------------------------------------
-@pytest.fixture(scope="module")
-def cas(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertificateAuthority, CertificateAuthority]:
-    root = tmp_path_factory.mktemp("oracle-cas")
-    return CertificateAuthority.create(root / "ours"), CertificateAuthority.create(root / "impostor")
-
-
-def ca_names(context: ssl.SSLContext) -> list[str]:
-    certificates: list[Any] = context.get_ca_certs()
-    return [dict(entry[0] for entry in cert["subject"])["commonName"] for cert in certificates]
-
-
 @pytest.mark.parametrize(
     "weaker", [{"ssl": False}, {"sslmode": "disable"}, {"sslmode": "require"}, {"sslrootcert": "impostor"}]
 )

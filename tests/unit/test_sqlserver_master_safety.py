@@ -36,6 +36,7 @@ from rotators.secrets import AWSCURRENT, AWSPREVIOUS, ROTATORS_TESTED
 from rotators.testing.secretsmanager import LocalSecretsManager
 from rotators.testing.tls import CertificateAuthority
 from tests.conftest import invoke
+from tests.offline import ca_names
 from tests.sqlserver_double import SqlServerDouble, quote
 
 LOGIN = {"engine": "sqlserver", "host": "db.example", "port": 1433, "dbname": "appdb"}
@@ -653,17 +654,6 @@ def test_a_current_version_that_does_not_log_in_stops_before_the_master(sqlserve
 
 
 # -- each login with its own secret's TLS settings -------------------------------------------------------
-@pytest.fixture(scope="module")
-def cas(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertificateAuthority, CertificateAuthority]:
-    root = tmp_path_factory.mktemp("sqlserver-cas")
-    return CertificateAuthority.create(root / "ours"), CertificateAuthority.create(root / "impostor")
-
-
-def ca_names(context: ssl.SSLContext) -> list[str]:
-    certificates: list[Any] = context.get_ca_certs()
-    return [dict(entry[0] for entry in cert["subject"])["commonName"] for cert in certificates]
-
-
 @pytest.mark.parametrize(
     "weaker", [{"ssl": False}, {"sslmode": "disable"}, {"sslmode": "require"}, {"sslrootcert": "impostor"}]
 )
