@@ -1,12 +1,13 @@
 """SQL Server (RDS for SQL Server 2016 and later, self-managed) with python-tds, a pure-Python
 TDS driver. Handler: rotators.engines.sqlserver.handler.
 
-TLS is the standard library's (sqlserver_tls), with the SSLContext every engine uses. A login
-changes its own password with `ALTER LOGIN ... OLD_PASSWORD`; a master with ALTER ANY LOGIN sets
-it, and makes `<login>_clone` with the source login's server roles and permissions and, in the
-secret's database, a user with its database roles and permissions (as AWS's multi-user function
-does). Password DDL goes out as a plain SQL batch, never through sp_executesql or EXEC(): SQL
-Server masks password DDL in the traces and audit records of a batch, not inside dynamic SQL.
+TLS is the standard library's (sqlserver_tls), with the SSLContext every engine uses; the
+driver's connect() makes one attempt (_one_attempt, at the end). A login changes its own password
+with `ALTER LOGIN ... OLD_PASSWORD`; a master with ALTER ANY LOGIN sets it, and makes
+`<login>_clone` with the source login's server roles and permissions and, in every database where
+the source has a user, a user with its database roles and permissions. Password DDL goes out as a
+plain SQL batch, never through sp_executesql or EXEC(): SQL Server masks password DDL in the
+traces and audit records of a batch, not inside dynamic SQL.
 """
 
 from __future__ import annotations
