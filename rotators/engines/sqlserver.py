@@ -407,13 +407,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         if str(kind[0][0]) != "SQL_LOGIN":
             return [f"{shown(clone)} is a {kind[0][0]}, not a SQL login the rotator made"]
         found = self._differences(conn, source, clone, beyond_source=True)
-        mapped_here, unreachable = self._databases(conn, source, clone)
-        if unreachable:
-            found.append(
-                f"the master user cannot open database {', '.join(unreachable)[:300]}, so what "
-                f"{shown(clone)} holds there is unknown: give the master a user there"
-            )
-        for mapped in mapped_here:
+        for mapped in self._databases(conn, source, clone)[0]:
             if mapped.clone is None:
                 continue
             where = f"in database {mapped.database}"
@@ -429,6 +423,9 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         return found
 
     def clone_lacks(self, conn: SqlServerSession, source: str, clone: str) -> list[str]:
+        """What the source (whose password the master is about to set) holds beyond the clone
+        that AWSCURRENT proved: in the server and every database; unknown where the master
+        cannot look."""
         return self._differences(conn, source, clone, beyond_source=False)
 
     def _differences(
@@ -437,10 +434,19 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         """What the clone holds beyond the source (or lacks of it), in the server and in every
         database where either has a user. A login without a user in a database holds nothing
         there: no DENY of the other's is missing (a clone whose CREATE USER failed is the
-        rotator's to finish, not more power)."""
+        rotator's to finish, not more power). Where the master cannot open a database, what the
+        login to be handed over holds there is unknown: said, so that only AWSPREVIOUS's proof
+        that the secret already held that login lets the master act."""
         server_wanted, server_held = self._server_privileges(conn, source, clone)
         found = beyond(server_held, server_wanted) if beyond_source else beyond(server_wanted, server_held)
-        for mapped in self._databases(conn, source, clone)[0]:
+        mapped_here, unreachable = self._databases(conn, source, clone)
+        handed_over, unknown = clone if beyond_source else source, []
+        if unreachable:
+            unknown.append(
+                f"the master user cannot open database {', '.join(unreachable)[:300]}, so what "
+                f"{shown(handed_over)} holds there is unknown: give the master a user there"
+            )
+        for mapped in mapped_here:
             if (mapped.clone if beyond_source else mapped.source) is None:
                 continue
             with self._in_database(conn, mapped.database):
@@ -450,10 +456,10 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
             here = beyond(held, wanted) if beyond_source else beyond(wanted, held)
             found += [f"{text} in database {mapped.database}" for text in here]
         if not found:
-            return []
+            return unknown
         if beyond_source:
-            return [f"{shown(clone)} holds what {shown(source)} does not: {', '.join(found)}"]
-        return [f"{shown(clone)} lacks what {shown(source)} holds: {', '.join(found)}"]
+            return [f"{shown(clone)} holds what {shown(source)} does not: {', '.join(found)}", *unknown]
+        return [f"{shown(clone)} lacks what {shown(source)} holds: {', '.join(found)}", *unknown]
 
     # -- plumbing ------------------------------------------------------------------------------
     def _server_privileges(

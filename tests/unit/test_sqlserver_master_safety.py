@@ -335,6 +335,33 @@ def test_a_clone_where_the_master_cannot_look_is_not_taken_over(sqlserver: SqlSe
     assert "cannot open database model, so what 'ops_clone' holds there" in str(error), "model: still unknown"
 
 
+def test_an_original_where_the_master_cannot_look_is_not_handed_to_its_clones_holder(
+    sqlserver: SqlServer,
+) -> None:
+    """Mallory holds VICTIM_CLONE (AWSCURRENT logs in as it) and names it in her secret, so that
+    the master would set VICTIM's password next. VICTIM holds db_owner in hr, which the master
+    cannot open: what it holds there is unknown, so the master refuses, nothing changed. Once the
+    master has a user in hr, the same rotation names what VICTIM holds there."""
+    keeper(sqlserver)
+    victim = sqlserver.login("victim")
+    mallory = sqlserver.login("victim_clone")
+    sqlserver.double.admin(
+        "CREATE USER [victim] FOR LOGIN [victim]", "ALTER ROLE [db_owner] ADD MEMBER [victim]", database="hr"
+    )
+    arn = sqlserver.app("victim_clone", mallory)
+    error = sqlserver.attempt(arn, PrivilegeError)
+    assert ("the master user cannot open database hr, model, so what 'victim' holds there is unknown") in str(
+        error
+    )
+    assert sqlserver.during == ["victim_clone", "keeper"]
+    assert sqlserver.double.accepts("victim", victim), "VICTIM keeps its password"
+
+    sqlserver.double.admin("CREATE USER [keeper] FOR LOGIN [keeper]", database="hr")
+    error = sqlserver.attempt(arn, PrivilegeError)
+    assert "'victim_clone' lacks what 'victim' holds: role db_owner in database hr" in str(error)
+    assert sqlserver.double.accepts("victim", victim)
+
+
 def test_the_rotators_own_clone_is_rotated_where_the_master_cannot_look(
     sqlserver: SqlServer, caplog: pytest.LogCaptureFixture
 ) -> None:
