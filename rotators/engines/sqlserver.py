@@ -224,22 +224,20 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         return None
 
     def lost_connection(self, exc: Exception) -> bool:
-        return isinstance(_cause(exc), (pytds.ClosedConnectionError, OSError))
+        return isinstance(exc, (pytds.ClosedConnectionError, OSError))
 
     def error_text(self, exc: Exception) -> str:
-        """The server's message (a timeout of the driver's connect names the error behind it)."""
-        cause = _cause(exc)
-        text = getattr(cause, "text", "") or str(cause) or type(cause).__name__
-        if _after_other_messages(cause):
-            text = cause.args[0]  # all of the server's messages, the last one's number
+        """The server's message (all of them where it sent several)."""
+        text = getattr(exc, "text", "") or str(exc) or type(exc).__name__
+        if _after_other_messages(exc):
+            text = exc.args[0]  # all of the server's messages, the last one's number
         return " ".join(str(text).split())
 
     def user_exists(self, exc: Exception) -> bool:
         return _number(exc) in (_PRINCIPAL_EXISTS, _USER_EXISTS)
 
     def error_hint(self, exc: Exception, login: DatabaseSecret | None) -> str:
-        cause = _cause(exc)
-        if login is not None and tls_mode(login) and "not supported by server" in str(cause):
+        if login is not None and tls_mode(login) and "not supported by server" in str(exc):
             return 'the server offers no TLS: turn on rds.force_ssl (RDS), or put "ssl": false in the secret'
         if _number(exc) == _LOGIN_FAILED and _after_other_messages(exc):
             return _HINTS[_CANNOT_OPEN_DATABASE]
@@ -576,23 +574,15 @@ def _worth_saying(unreachable: list[str]) -> list[str]:
     return [name for name in unreachable if fold(name) != "model"]
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The driver raises TimeoutError from the error that ended its only connect attempt."""
-    if isinstance(exc, TimeoutError) and exc.__cause__ is not None:
-        return exc.__cause__
-    return exc
-
-
 def _number(exc: BaseException) -> int:
-    return int(getattr(_cause(exc), "msg_no", 0) or 0)
+    return int(getattr(exc, "msg_no", 0) or 0)
 
 
 def _after_other_messages(exc: BaseException) -> bool:
     """Whether the server sent other messages before the one the driver raised: python-tds
     raises the last, with the text of all of them (SQL Server sends 4060, then 18456)."""
-    cause = _cause(exc)
-    joined = cause.args[0] if cause.args else None
-    return isinstance(cause, pytds.DatabaseError) and isinstance(joined, str) and joined != cause.text
+    joined = exc.args[0] if exc.args else None
+    return isinstance(exc, pytds.DatabaseError) and isinstance(joined, str) and joined != exc.text
 
 
 def _one_attempt(work: Callable[[float], Any], *_: Any, first_attempt_time_sec: float, **__: Any) -> Any:
