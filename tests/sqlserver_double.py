@@ -223,6 +223,18 @@ def server_error(number: int, *args: str) -> tds_base.Error:
 
 
 # -- the server's state -----------------------------------------------------------------------------------
+def through_roles(name: str, members: list[tuple[str, str]]) -> list[str]:
+    """`name` and every role it is a member of, directly or through roles ((role, member) pairs)."""
+    found, todo = [name], [name]
+    while todo:
+        member = todo.pop(0)
+        for role, who in members:
+            if fold(who) == fold(member) and fold(role) not in map(fold, found):
+                found.append(role)
+                todo.append(role)
+    return found
+
+
 @dataclass
 class ServerPrincipal:
     """A row of sys.server_principals (and sys.sql_logins for a SQL login)."""
@@ -303,14 +315,7 @@ class Database:
 
     def held(self, name: str) -> list[str]:
         """`name` and the roles it is a member of, through roles (the recursive CTE)."""
-        found, todo = [name], [name]
-        while todo:
-            member = todo.pop(0)
-            for role, who in self.members:
-                if fold(who) == fold(member) and fold(role) not in map(fold, found):
-                    found.append(role)
-                    todo.append(role)
-        return found
+        return through_roles(name, self.members)
 
     def connects(self, user: DatabasePrincipal) -> bool:
         """Whether `user` holds CONNECT here (granted to it or a role of it, public included, and
@@ -356,14 +361,7 @@ class Server:
 
     def held(self, name: str) -> list[str]:
         """`name` and the server roles it is a member of, through roles."""
-        found, todo = [name], [name]
-        while todo:
-            member = todo.pop(0)
-            for role, who in self.members:
-                if fold(who) == fold(member) and fold(role) not in map(fold, found):
-                    found.append(role)
-                    todo.append(role)
-        return found
+        return through_roles(name, self.members)
 
     # -- what a login may do -----------------------------------------------------------------------------
     def server_powers(self, login: str) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rotators.testing.secretsmanager import LocalSecretsManager
 from rotators.testing.tls import CertificateAuthority
 
 SETTINGS = (
@@ -24,3 +25,14 @@ def cas(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertificateAuthority,
     """Two throwaway CAs: the one a master secret names, and an impostor's."""
     root = tmp_path_factory.mktemp("cas")
     return CertificateAuthority.create(root / "ours"), CertificateAuthority.create(root / "impostor")
+
+
+@pytest.fixture
+def local_sm(_sm_server: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> LocalSecretsManager:
+    """tests/conftest.py's moto endpoint, without the PostgreSQL its own fixture starts for a CA
+    bundle: unit tests start no database (the name keeps the leak check reading every value)."""
+    for key, value in _sm_server.environment().items():
+        monkeypatch.setenv(key, value)
+    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    return _sm_server

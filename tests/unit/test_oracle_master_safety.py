@@ -29,17 +29,6 @@ LOGIN = {"engine": "oracle", "host": "db.example", "port": 2484, "dbname": "ORCL
 PASSWORD_CHANGE = re.compile(r"(CREATE|ALTER) USER .* IDENTIFIED BY ")
 
 
-@pytest.fixture
-def local_sm(_sm_server: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> LocalSecretsManager:
-    """conftest's moto endpoint, without the PostgreSQL its own fixture starts for a CA bundle
-    (the name keeps the leak check reading every value stored here)."""
-    for key, value in _sm_server.environment().items():
-        monkeypatch.setenv(key, value)
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    return _sm_server
-
-
 @dataclass
 class Oracle:
     """One database behind the double, its master secret, and users made as an admin would."""

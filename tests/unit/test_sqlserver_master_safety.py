@@ -42,17 +42,6 @@ from tests.sqlserver_double import SqlServerDouble, quote
 LOGIN = {"engine": "sqlserver", "host": "db.example", "port": 1433, "dbname": "appdb"}
 
 
-@pytest.fixture
-def local_sm(_sm_server: LocalSecretsManager, monkeypatch: pytest.MonkeyPatch) -> LocalSecretsManager:
-    """conftest's moto endpoint, without the PostgreSQL its own fixture starts for a CA bundle
-    (the name keeps the leak check reading every value stored here)."""
-    for key, value in _sm_server.environment().items():
-        monkeypatch.setenv(key, value)
-    for name in ("ROTATORS_SSLMODE", "ROTATORS_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    return _sm_server
-
-
 @dataclass
 class SqlServer:
     """One server behind the double, its master secret, and logins made as an admin would."""

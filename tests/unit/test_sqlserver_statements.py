@@ -827,11 +827,9 @@ def test_a_failure_in_another_database_returns_the_session_before_the_lock_is_re
         assert held(double, "app_clone", where) == held(double, "app", where)
 
 
-def test_a_user_created_meanwhile_in_another_database_is_checked_and_adopted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Another run's CREATE USER in sales lands first (15023, UserExistsError): the session is back
-    in appdb for the release of the lock and for the checks made again under it."""
+def sales_server_with_a_race(monkeypatch: pytest.MonkeyPatch) -> SqlServerDouble:
+    """sales_server(), where another run's CREATE USER of the clone in sales lands just before
+    ours (which then fails with 15023, as on SQL Server)."""
     double = sales_server().install(monkeypatch)
     execute = RecordingCursor.execute
 
@@ -842,6 +840,15 @@ def test_a_user_created_meanwhile_in_another_database_is_checked_and_adopted(
         return execute(self, statement, params)
 
     monkeypatch.setattr(RecordingCursor, "execute", racing)
+    return double
+
+
+def test_a_user_created_meanwhile_in_another_database_is_checked_and_adopted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another run's CREATE USER in sales lands first (15023, UserExistsError): the session is back
+    in appdb for the release of the lock and for the checks made again under it."""
+    double = sales_server_with_a_race(monkeypatch)
     set_secret(*rotation("app", master=True))
     assert double.locks == [("lock", "rotators:app_clone"), ("unlock", "rotators:app_clone")] * 2
     assert double.changes() == [
@@ -1117,16 +1124,7 @@ def test_the_databases_are_looked_at_again_after_another_run_made_the_clone(
     """Another run's CREATE USER in sales lands first (15023): the second pass under the lock looks
     at the databases again, and so sees the clone's user there (its schemas are counted, its
     roles compared) rather than create it a second time."""
-    double = sales_server().install(monkeypatch)
-    execute = RecordingCursor.execute
-
-    def racing(self: RecordingCursor, statement: str, params: Any = NO_PARAMS) -> RecordingCursor:
-        if statement == SALES[0] and not double.fail_at:
-            double.admin(*SALES, database="sales")
-            double.fail_at[len(double.executed)] = server_error(15023, "app_clone")
-        return execute(self, statement, params)
-
-    monkeypatch.setattr(RecordingCursor, "execute", racing)
+    double = sales_server_with_a_race(monkeypatch)
     set_secret(*rotation("app", master=True))
     first, second = passes(double)
     assert looks(first) == looks(second) == MAPPED_SALES
