@@ -112,11 +112,19 @@ class SqlServerSession:
     password: str = field(repr=False)
     database: str = "master"  # where the session logged in, and returns to after another database
     tls: sqlserver_tls.TlsSocket | None = None
-    # What _databases found, by (source, clone): read once per pass of checks and change under the
-    # lock (exclusive() empties it, and so does a change).
+    # What the catalog said, read once per pass of checks and change under the lock (forget():
+    # exclusive() and every change): the databases by (source, clone), the privileges of the two
+    # by (database or "", source, clone).
     known: dict[tuple[str, str], tuple[list[Mapped], list[str]]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    privileges: dict[tuple[str, str, str], tuple[Privileges, Privileges]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def forget(self) -> None:
+        self.known.clear()
+        self.privileges.clear()
 
 
 class SQLServerRotator(DatabaseRotator[SqlServerSession]):
@@ -302,10 +310,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
                 f"The source login is the owner (dbo) of database {shown(mapped.database)}, which a clone "
                 "cannot be: rotate it as a single user"
             )
-        with self._in_database(conn, mapped.database):
-            wanted, held = self._database_privileges(
-                conn, mapped.source and mapped.source[0], mapped.clone and mapped.clone[0]
-            )
+        wanted, held = self._database_privileges(conn, mapped)
         login = quote_name(clone)
         statements = []
         schema = mapped.source[1] if mapped.source else ""
@@ -365,7 +370,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
     def exclusive(self, conn: SqlServerSession, username: str) -> Iterator[None]:
         """sp_getapplock on the login, held by the session (released on disconnect too): a
         concurrent run waits, then checks what the first one made."""
-        conn.known.clear()
+        conn.forget()
         resource = f"rotators:{self.user_key(username, _NO_SECRET)}"[:255]
         rows = self._query(conn, _LOCK_SQL, resource=resource, timeout=_LOCK_TIMEOUT_MS)
         if not rows or rows[0][0] is None or int(rows[0][0]) < 0:
@@ -447,10 +452,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         for mapped in mapped_here:
             if (mapped.clone if beyond_source else mapped.source) is None:
                 continue
-            with self._in_database(conn, mapped.database):
-                wanted, held = self._database_privileges(
-                    conn, mapped.source and mapped.source[0], mapped.clone and mapped.clone[0]
-                )
+            wanted, held = self._database_privileges(conn, mapped)
             here = beyond(held, wanted) if beyond_source else beyond(wanted, held)
             found += [f"{text} in database {mapped.database}" for text in here]
         if not found:
@@ -463,23 +465,30 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
     def _server_privileges(
         self, conn: SqlServerSession, source: str, clone: str
     ) -> tuple[Privileges, Privileges]:
-        found = {source: Privileges(), clone: Privileges()}
-        read_roles(self._query(conn, SERVER_ROLES_SQL, source=source, clone=clone), found)
-        read_server_permissions(self._query(conn, SERVER_PERMISSIONS_SQL, source=source, clone=clone), found)
-        return found[source], found[clone]
+        """The server roles and permissions of the two logins; copies, free to change."""
+        key = ("", fold(source), fold(clone))
+        if key not in conn.privileges:
+            found = {source: Privileges(), clone: Privileges()}
+            read_roles(self._query(conn, SERVER_ROLES_SQL, source=source, clone=clone), found)
+            rows = self._query(conn, SERVER_PERMISSIONS_SQL, source=source, clone=clone)
+            read_server_permissions(rows, found)
+            conn.privileges[key] = (found[source], found[clone])
+        return _copies(conn.privileges[key])
 
-    def _database_privileges(
-        self, conn: SqlServerSession, source_user: str | None, clone_user: str | None
-    ) -> tuple[Privileges, Privileges]:
-        """The database roles and permissions of the two users (nothing for a login without one)."""
-        wanted, held = Privileges(), Privileges()
-        found = {name: privileges for name, privileges in ((source_user, wanted), (clone_user, held)) if name}
-        if found:
-            source, clone = source_user or "", clone_user or ""
-            read_roles(self._query(conn, DATABASE_ROLES_SQL, source=source, clone=clone), found)
-            rows = self._query(conn, DATABASE_PERMISSIONS_SQL, source=source, clone=clone)
+    def _database_privileges(self, conn: SqlServerSession, mapped: Mapped) -> tuple[Privileges, Privileges]:
+        """The roles and permissions of the two users in one database (nothing for a login
+        without one there); copies, free to change."""
+        source, clone = mapped.source[0] if mapped.source else "", mapped.clone[0] if mapped.clone else ""
+        key = (fold(mapped.database), source, clone)
+        if key not in conn.privileges:
+            wanted, held = Privileges(), Privileges()
+            found = {name: privileges for name, privileges in ((source, wanted), (clone, held)) if name}
+            with self._in_database(conn, mapped.database):
+                read_roles(self._query(conn, DATABASE_ROLES_SQL, source=source, clone=clone), found)
+                rows = self._query(conn, DATABASE_PERMISSIONS_SQL, source=source, clone=clone)
             read_database_permissions(rows, found)
-        return wanted, held
+            conn.privileges[key] = (wanted, held)
+        return _copies(conn.privileges[key])
 
     def _databases(self, conn: SqlServerSession, source: str, clone: str) -> tuple[list[Mapped], list[str]]:
         """The databases where the source or the clone login has a user (one lookup in each
@@ -543,7 +552,7 @@ class SQLServerRotator(DatabaseRotator[SqlServerSession]):
         %-format it and run it through sp_executesql, whose text the server's traces keep.
         DDL commits as it goes; a retry converges, each list being computed from the catalog."""
         secrets = [password, conn.password]
-        conn.known.clear()  # what it changes
+        conn.forget()  # what it changes
         home, away = f"USE {quote_name(conn.database)}", False  # whether a USE took the session elsewhere
         with conn.conn.cursor() as cursor:
             for statement in statements:
@@ -572,6 +581,12 @@ def _worth_saying(unreachable: list[str]) -> list[str]:
     """Databases the master cannot open, but model: guest is off there, and its users only pass
     to databases made later (what a clone may hold there still counts in clone_mismatch)."""
     return [name for name in unreachable if fold(name) != "model"]
+
+
+def _copies(pair: tuple[Privileges, Privileges]) -> tuple[Privileges, Privileges]:
+    """What the memo keeps stays as read: the caller gets sets of its own."""
+    wanted, held = (Privileges(roles=set(p.roles), permissions=set(p.permissions)) for p in pair)
+    return wanted, held
 
 
 def _number(exc: BaseException) -> int:
