@@ -30,6 +30,7 @@ from rotators.errors import (
 )
 from rotators.log import logger, metrics, tracer
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, ROTATORS_TESTED, SecretMeta, SecretStore
+from rotators.settings import in_lambda_runtime
 
 S = TypeVar("S")
 
@@ -209,6 +210,8 @@ class Rotator(ABC, Generic[S]):
         # Flush EMF metrics after every invocation (and a ColdStart metric on the first); trace
         # the invocation without capturing its response or error, either of which may hold a secret.
         self._instrumented = metrics.log_metrics(capture_cold_start_metric=True)(tracer.handler(self._handle))
+        if in_lambda_runtime():
+            self.prepare()
 
     # -- the secret value format -------------------------------------------------------
     @abstractmethod
@@ -235,6 +238,12 @@ class Rotator(ABC, Generic[S]):
     @abstractmethod
     def test_pending(self, ctx: RotationContext[S]) -> None:
         """Prove ctx.pending works against the target (testSecret)."""
+
+    def prepare(self) -> None:
+        """Work that every invocation needs, done at INIT: Lambda runs INIT with a burst of host
+        CPU and an invocation at the memory's share of one vCPU (a seventh at 256 MB). Best
+        effort: what fails here fails again in the step that needs it, with that step's error."""
+        self.store.prepare()
 
     # -- the protocol ----------------------------------------------------------------------
     def handle(self, raw_event: Mapping[str, Any], context: object = None) -> None:

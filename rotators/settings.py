@@ -118,3 +118,9 @@ def sslmode() -> str | None:
 def ca_bundle() -> str | None:
     """ROTATORS_CA_BUNDLE: a CA bundle path, `system`, or None when unset."""
     return _raw("ROTATORS_CA_BUNDLE")
+
+
+def in_lambda_runtime() -> bool:
+    """Whether this process is a Lambda runtime (Lambda, or an emulator of its Runtime API, sets
+    AWS_LAMBDA_RUNTIME_API): the module code that runs at import is then its INIT."""
+    return _raw("AWS_LAMBDA_RUNTIME_API") is not None

@@ -18,7 +18,13 @@ from pymysql import _auth
 from pymysql.connections import Connection
 from pymysql.protocol import MysqlPacket
 
-from rotators.database import DatabaseRotator, DatabaseSecret, ssl_context, tls_mode
+from rotators.database import (
+    DatabaseRotator,
+    DatabaseSecret,
+    prepare_shared_ssl_context,
+    shared_ssl_context,
+    tls_mode,
+)
 from rotators.engines import BY_NAME
 from rotators.engines.mysql_auth import (
     MARIADB,
@@ -113,10 +119,19 @@ class MySQLRotator(DatabaseRotator[Session]):
     def error_text(self, exc: Exception) -> str:
         return f"{_message(exc)} (error {_code(exc)})"
 
+    def prepare(self) -> None:
+        """Also the TLS context of the environment's CA bundle (see shared_ssl_context)."""
+        super().prepare()
+        try:
+            prepare_shared_ssl_context()
+        except Exception as exc:  # a bad ROTATORS_CA_BUNDLE: the first login says so
+            logger.debug(f"No TLS context at INIT ({type(exc).__name__})")
+
     @staticmethod
     def tls_options(secret: DatabaseSecret) -> dict[str, Any]:
-        """An SSLContext of our own: PyMySQL would not verify anything when given no CA."""
-        context = ssl_context(secret)
+        """An SSLContext of our own: PyMySQL would not verify anything when given no CA. PyMySQL only
+        wraps its socket with it, so one context serves every login of the same TLS settings."""
+        context = shared_ssl_context(secret)
         return {"ssl_disabled": True} if context is None else {"ssl": context}
 
     @staticmethod

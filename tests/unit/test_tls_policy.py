@@ -173,6 +173,49 @@ def test_a_ca_bundle_that_cannot_be_read_is_an_error_not_a_fallback(
         CONTEXTS[engine](secret(rotator, value, sslrootcert=str(tmp_path / "missing.pem")))
 
 
+def trusted(context: ssl.SSLContext) -> list[str]:
+    certificates: list[Any] = context.get_ca_certs()
+    return [dict(entry[0] for entry in cert["subject"])["commonName"] for cert in certificates]
+
+
+def test_mysql_logins_share_one_context_per_bundle_and_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a CA bundle costs CPU that a Lambda invocation gets a seventh of: one per process."""
+    bundle = CertificateAuthority.create(tmp_path).cert_path
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(bundle))
+    rotator = MySQLRotator()
+    first, again = (
+        CONTEXTS["mysql"](secret(rotator, "mysql", username=user)) for user in ("app", "app_clone")
+    )
+    assert first is again
+    unverified = CONTEXTS["mysql"](secret(rotator, "mysql", sslmode="require"))
+    assert unverified is not first
+    assert (unverified.verify_mode, first.verify_mode, first.check_hostname) == (
+        ssl.CERT_NONE,
+        ssl.CERT_REQUIRED,
+        True,
+    )
+    assert CONTEXTS["oracle"](secret(OracleRotator(), "oracle")) is not CONTEXTS["oracle"](
+        secret(OracleRotator(), "oracle")
+    ), "oracledb adds a wallet's certificates to the context it is given: never shared"
+
+
+def test_a_shared_context_follows_its_bundle_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle replaced in place is read again; one removed is an error, not the context of before."""
+    old, new = CertificateAuthority.create(tmp_path / "old"), CertificateAuthority.create(tmp_path / "new")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(old.cert_path.read_bytes())
+    monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(bundle))
+    rotator = MySQLRotator()
+    assert trusted(CONTEXTS["mysql"](secret(rotator, "mysql"))) == [old.name]
+    bundle.write_bytes(new.cert_path.read_bytes() + b"\n")  # another size, whatever the clock says
+    assert trusted(CONTEXTS["mysql"](secret(rotator, "mysql"))) == [new.name]
+    bundle.unlink()
+    with pytest.raises(ConfigurationError, match=r"bundle\.pem' cannot be read"):
+        CONTEXTS["mysql"](secret(rotator, "mysql"))
+
+
 # -- every engine carries it --------------------------------------------------------------------------
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 @pytest.mark.parametrize("changes", [{"ssl": False}, {"ssl": "false"}, {"sslmode": "disable"}])
