@@ -18,14 +18,24 @@ one untimed round. One more untimed start per function lists the modules importe
 single-user PostgreSQL and MySQL functions, built into a scratch folder with their drivers from
 PyPI, run the same way against the same servers, and the ratio ours / sample.
 
-Then an estimate of what a rotation costs at 128, 256 and 512 MB on x86_64 and arm64, from the
-wall and CPU time of INIT + first rotation and Lambda's CPU-per-memory rule.
+All of that runs on this machine's CPUs. Lambda does not: INIT runs with a burst of host CPU (up
+to 10 s, whatever the memory size), an invocation with memory / 1,769 MB of one vCPU (14.5 % at
+the template's 256 MB), so CPU work in the handler costs ~7x the wall time of the same work at
+INIT. Where this machine lets it make a cgroup (root, a cpu controller: bench/lambda_runtime.py's
+CpuShare), every function also runs so, at the template's memory size: a second table, round-robin
+with the others, the same --runs. Where it cannot, one line says why and that table is left out.
 
---check (sam-check: fast, one variant, one timed run, no sample) also runs, in ONE runtime process
-per engine, a single-user rotation and an alternating-users one (the latter makes the `_clone`
-user), and the new AWSCURRENT must log in after each. With --build-dir, every function `sam build`
-made must also start under awslambdaric and answer a malformed event with EventError, --runs times
-each: a table gives their INIT (and size), also of the engines no server here can rotate.
+Then an estimate of what a rotation costs at 128, 256 and 512 MB on x86_64 and arm64, from the
+unthrottled runs: INIT's wall time as measured (its burst CPU does not stretch), the first
+rotation's waiting as measured and its CPU time (the process's CPU after INIT) stretched by
+Lambda's CPU-per-memory rule.
+
+--check (sam-check: fast, one variant, one timed run, no sample, no run at Lambda's CPU share)
+also runs, in ONE runtime process per engine, a single-user rotation and an alternating-users one
+(the latter makes the `_clone` user), and the new AWSCURRENT must log in after each. With
+--build-dir, every function `sam build` made must also start under awslambdaric and answer a
+malformed event with EventError, --runs times each: a table gives their INIT (and size), also of
+the engines no server here can rotate.
 Exit status 1 when anything fails. Without a Python of the runtime's version it prints SKIPPED and
 exits 0.
 """
@@ -53,7 +63,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.lambda_runtime import RuntimeFailure, start_function  # noqa: E402
+from bench.lambda_runtime import FULL_VCPU_MB, CpuShare, RuntimeFailure, start_function  # noqa: E402
 from bench.runtimes import (  # noqa: E402
     ENGINES,
     LOGS,
@@ -85,10 +95,12 @@ from rotators.testing.secretsmanager import LocalSecretsManager  # noqa: E402
 from sam import bundle as bundler  # noqa: E402
 
 # -- Lambda's price and CPU rule ------------------------------------------------------------------------
-# "Lambda allocates CPU power in proportion to the amount of memory configured ... at 1,769 MB, a
-# function has the equivalent of one vCPU" (AWS Lambda Developer Guide, "Configure Lambda function
-# memory").
-FULL_VCPU_MB = 1769
+# FULL_VCPU_MB (bench/lambda_runtime.py): "Lambda allocates CPU power in proportion to the amount of
+# memory configured ... at 1,769 MB, a function has the equivalent of one vCPU" (AWS Lambda
+# Developer Guide, "Configure Lambda function memory"). INIT is not held to it: "Lambda managed
+# runtimes offer up to 10 seconds for function initialization with burst CPU" (awslabs' Lambda Web
+# Adapter docs; measured on python3.12 at 128 MB, dev.classmethod.jp/articles/
+# lambda-boost-host-cpu-in-init-phase/, 2024-01-22).
 # aws.amazon.com/lambda/pricing, US East (N. Virginia), the first tier (first 6 billion GB-seconds a
 # month); INIT is billed as duration too (on-demand functions of managed runtimes, since 2025-08-01).
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
@@ -142,12 +154,13 @@ class Estimate:
     usd_per_1000: Mapping[str, float]  # by architecture
 
 
-def estimate(wall_ms: float, cpu_ms: float, memory_mb: int) -> Estimate:
-    """Below FULL_VCPU_MB Lambda gives a share of one vCPU, so the CPU part of the measured time
-    stretches by FULL_VCPU_MB / memory and the waiting (network, the database) does not. CPU time
-    above the wall time (threads on two cores here) cannot overlap on one share: it all stretches."""
+def estimate(init_ms: float, first_ms: float, first_cpu_ms: float, memory_mb: int) -> Estimate:
+    """INIT runs with Lambda's burst of host CPU, so its wall time stands. Below FULL_VCPU_MB an
+    invocation gets a share of one vCPU, so the CPU part of the first rotation stretches by
+    FULL_VCPU_MB / memory and its waiting (network, the database) does not. CPU time above the wall
+    time (threads on two cores here) cannot overlap on one share: it all stretches."""
     stretch = max(1.0, FULL_VCPU_MB / memory_mb)
-    duration_ms = max(0.0, wall_ms - cpu_ms) + cpu_ms * stretch
+    duration_ms = init_ms + max(0.0, first_ms - first_cpu_ms) + first_cpu_ms * stretch
     gb_s = memory_mb / 1024 * duration_ms / 1000
     requests = INVOCATIONS_PER_ROTATION * PRICE_PER_REQUEST
     usd = {arch: 1000 * (gb_s * price + requests) for arch, price in PRICE_PER_GB_S.items()}
@@ -418,11 +431,12 @@ def cost_table(entries: Sequence[Entry], template_memory: int) -> str:
     rows = []
     for entry in entries:
         r = entry.function.result
-        if not r.init_and_first_ms or not r.cpu_ms:
+        if not r.cold_rotation_ms or not r.first_cpu_ms:
             continue
-        wall, cpu = statistics.median(r.init_and_first_ms), statistics.median(r.cpu_ms)
+        init, first = statistics.median(r.init_ms), statistics.median(r.cold_rotation_ms)
+        first_cpu = statistics.median(r.first_cpu_ms)
         for memory in MEMORY_SIZES:
-            cost = estimate(wall, cpu, memory)
+            cost = estimate(init, first, first_cpu, memory)
             rows.append([
                 entry.name, r.python, r.variant,
                 f"{memory}{' (template)' if memory == template_memory else ''}",
@@ -432,7 +446,58 @@ def cost_table(entries: Sequence[Entry], template_memory: int) -> str:
     return markdown_table(headers, rows, text_columns=3)
 
 
-def print_report(entries: Sequence[Entry], found: Mapping[str, str], runs: int, template_memory: int) -> None:
+def cpu_share_title(memory_mb: int) -> str:
+    return (
+        f"As Lambda runs it at {memory_mb} MB (INIT with burst CPU, invocations at "
+        f"{100 * min(1.0, memory_mb / FULL_VCPU_MB):.1f} % of a CPU)"
+    )
+
+
+def lambda_cpu_table(entries: Sequence[Entry]) -> str:
+    """The runs at Lambda's CPU share, each row with its ratio to the sample's row measured so."""
+    headers = [
+        "function", "Python", "variant", "INIT ms", "first rotation ms (4 steps, cold)",
+        "INIT + first rotation ms", "INIT + first ÷ sample",
+    ]  # fmt: skip
+    samples = {
+        (e.function.runtime.name, e.function.engine.name): e.function.result for e in entries if e.sample
+    }
+    rows = []
+    for entry in entries:
+        r = entry.function.result
+        reference = None if entry.sample else samples.get((r.python, r.engine))
+        rows.append([
+            entry.name, r.python, r.variant, spread(r.init_ms), spread(r.cold_rotation_ms),
+            spread(r.init_and_first_ms),
+            ratio(r.init_and_first_ms, reference.init_and_first_ms) if reference else "-",
+        ])  # fmt: skip
+    return markdown_table(headers, rows, text_columns=3)
+
+
+def at_lambda_cpu(entries: Sequence[Entry], memory_mb: int) -> list[Entry] | str:
+    """A copy of every entry that runs at Lambda's CPU share of `memory_mb`, each with a result of
+    its own; or why this machine cannot run them so (no cgroup can be made)."""
+    share, why = CpuShare.create(memory_mb)
+    if share is None:
+        return why
+    share.close()
+    throttled = []
+    for entry in entries:
+        r = entry.function.result
+        result = Result(r.python, r.engine, r.bundle_mb, r.variant)
+        function = dataclasses.replace(entry.function, result=result, memory_mb=memory_mb)
+        throttled.append(dataclasses.replace(entry, function=function, notes=[]))
+    return throttled
+
+
+def print_report(
+    entries: Sequence[Entry],
+    found: Mapping[str, str],
+    runs: int,
+    template_memory: int,
+    throttled: Sequence[Entry] | str | None = None,
+) -> None:
+    """`throttled`: the runs at Lambda's CPU share, why there are none, or None (not asked for)."""
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     print(f"\nCold start benchmark, {date.today()}, {machine}, awslambdaric under a local Runtime API\n")
     print(main_table(entries))
@@ -446,12 +511,23 @@ def print_report(entries: Sequence[Entry], found: Mapping[str, str], runs: int, 
             print(f"- {entry.name} ({entry.function.result.variant}): {note}")
     if any(entry.sample for entry in entries):
         print(f"- {SAMPLE_TLS_NOTE}")
+    if isinstance(throttled, str):
+        print(f"\nNot measured as Lambda runs it at {template_memory} MB: {throttled}")
+    elif throttled:
+        print(f"\n{cpu_share_title(template_memory)}:\n")
+        print(lambda_cpu_table(throttled))
+        print(
+            f"\nmedian (min-max) of {runs} timed run{'s' if runs != 1 else ''}, round-robin with the above; "
+            f"from its first GET /next each runtime process is in a cgroup whose CPU quota is "
+            f"{template_memory} / {FULL_VCPU_MB} of one CPU (CFS, 100 ms period); INIT runs unthrottled"
+        )
     print("\nEstimated cost per rotation (INIT + first rotation, one execution environment):\n")
     print(cost_table(entries, template_memory))
     print(
-        f"\nduration = (wall - CPU) + CPU x max(1, {FULL_VCPU_MB} / memory MB), from the medians of wall "
-        f"and CPU time (utime + stime) here; $ = GB-s x price per GB-s + {INVOCATIONS_PER_ROTATION} "
-        "requests (us-east-1, first tier)."
+        f"\nduration = INIT + (first - first CPU) + first CPU x max(1, {FULL_VCPU_MB} / memory MB), from "
+        "the medians of INIT's wall time, the first rotation's wall time and its CPU time (utime + stime "
+        "after INIT) here: INIT runs with Lambda's burst CPU, so it does not stretch; "
+        f"$ = GB-s x price per GB-s + {INVOCATIONS_PER_ROTATION} requests (us-east-1, first tier)."
     )
     print("The arm64 column assumes the same per-vCPU speed as this machine (not measured here).")
     print("\nVersions:")
@@ -521,6 +597,7 @@ def prepare(
 
 def run(args: argparse.Namespace, runtimes: list[Runtime], engines: list[Engine]) -> int:
     template = SamTemplate.load(ROOT / "template.yaml")
+    memory = template.function(engines[0].logical_id).memory  # Lambda's CPU share is of this
     with tempfile.TemporaryDirectory(prefix="rotators-coldstart-") as scratch:
         entries = prepare(args, runtimes, engines, template, Path(scratch))
         if not entries:
@@ -545,10 +622,12 @@ def run(args: argparse.Namespace, runtimes: list[Runtime], engines: list[Engine]
                 if entry.sample:
                     try_sample_rotation(entry, database, sm)
                 entry.modules = modules_at_init(entry.function, database, sm)
+            throttled = None if args.check else at_lambda_cpu(entries, memory)
             functions = [entry.function for entry in entries]
-            run_rounds(functions, databases, sm, args.runs, warm_up=not args.check)
+            also = [entry.function for entry in throttled] if isinstance(throttled, list) else []
+            run_rounds(functions + also, databases, sm, args.runs, warm_up=not args.check)
             found = versions(functions, databases)
-        print_report(entries, found, args.runs, template.function(engines[0].logical_id).memory)
+        print_report(entries, found, args.runs, memory, throttled)
         if args.json:
             document = {
                 "date": str(date.today()), "machine": platform.machine(), "runs": args.runs,
@@ -559,6 +638,15 @@ def run(args: argparse.Namespace, runtimes: list[Runtime], engines: list[Engine]
                     for e in entries
                 ],
             }  # fmt: skip
+            if throttled is not None:
+                document["lambda_cpu_share"] = {
+                    "memory_mb": memory, "cpu_share": min(1.0, memory / FULL_VCPU_MB),
+                    "not_measured": throttled if isinstance(throttled, str) else None,
+                    "results": [
+                        {**dataclasses.asdict(e.function.result), "name": e.name}
+                        for e in (throttled if isinstance(throttled, list) else [])
+                    ],
+                }  # fmt: skip
             args.json.write_text(json.dumps(document, indent=1))
     return 0
 

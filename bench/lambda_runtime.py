@@ -11,12 +11,21 @@ error back. `RuntimeAPI` is that API on 127.0.0.1 (stdlib http.server, one threa
 GET /runtime/invocation/next hands out queued events with Lambda's headers, POST
 /runtime/invocation/<id>/response and /error and POST /runtime/init/error record what the
 runtime sends. `RunningFunction` is one runtime process (one cold start): it records the time
-from spawn to the first GET /next (INIT) and, per invocation, from handing out the event to its
-response or error. Standard library only; nothing here prints an event or a response.
+from spawn to the first GET /next (INIT), the process's CPU time at that moment, and, per
+invocation, the time from handing out the event to its response or error.
+
+Lambda's CPU rule: INIT runs with a burst of host CPU (up to 10 s, whatever the memory size), an
+invocation with a share of one vCPU in proportion to memory (1,769 MB = one vCPU). With
+`memory_mb`, `start_function` moves the runtime process into a `CpuShare` (a cgroup whose CPU
+quota is that share) while the runtime waits on its first GET /next, before the first event is
+handed out: INIT runs unthrottled here, every invocation throttled. That needs a writable cgroup
+cpu controller (v1 or v2), in practice root. Standard library only; nothing here prints an event
+or a response.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -27,7 +36,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +48,8 @@ API = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 _INVOCATION_PATH = re.compile(rf"{re.escape(API)}/invocation/(?P<id>[^/]+)/(?P<kind>response|error)")
 _POLL_S = 0.02  # how often a waiter looks at the process; the timestamps come from the server
+FULL_VCPU_MB = 1769  # "at 1,769 MB, a function has the equivalent of one vCPU" (Lambda Developer Guide)
+CFS_PERIOD_US = 100_000  # the quota's period: the kernel's default
 
 
 class RuntimeFailure(Exception):
@@ -80,6 +91,8 @@ class RuntimeAPI:
     ) -> None:
         self.function_arn, self.timeout_s, self.sampled = function_arn, timeout_s, sampled
         self.first_poll: float | None = None  # time.perf_counter() of the first GET /next
+        # Run at the first GET /next, after its timestamp and before any event is handed out.
+        self.at_init_end: Callable[[], None] | None = None
         self.init_error: dict[str, Any] | None = None
         self.polled = threading.Event()  # set by the first GET /next or an init error
         self._pending: queue.Queue[Invocation | None] = queue.Queue()
@@ -109,10 +122,17 @@ class RuntimeAPI:
 
     # -- called by the request handler --------------------------------------------------------------
     def next_invocation(self) -> tuple[Invocation, dict[str, str]] | None:
-        """Blocks until an event is queued, like Lambda between invocations; None when closing."""
+        """Blocks until an event is queued, like Lambda between invocations; None when closing.
+        The first call ends INIT: `at_init_end` runs then, and waiters learn of INIT's end after it."""
         with self._lock:
-            if self.first_poll is None:
+            first = self.first_poll is None
+            if first:
                 self.first_poll = time.perf_counter()
+        if first:
+            try:
+                if self.at_init_end is not None:
+                    self.at_init_end()
+            finally:
                 self.polled.set()
         invocation = self._pending.get()
         if invocation is None:
@@ -241,20 +261,173 @@ class _Handler(BaseHTTPRequestHandler):
         """One line per request would bury the benchmark's output."""
 
 
+# -- Lambda's CPU share ---------------------------------------------------------------------------------
+class CpuShare:
+    """A cgroup whose CPU quota is Lambda's share of one vCPU at `memory_mb`: what an invocation gets.
+
+    `create` makes one under a cpu controller (cgroup v1: cpu.cfs_quota_us and cpu.cfs_period_us;
+    v2: cpu.max, with "cpu" in the parent's cgroup.subtree_control); `add` moves a process (all its
+    threads) into it; `close` removes it once its processes have exited (any left are moved out)."""
+
+    V1_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpu,cpuacct"))
+    V2_ROOT = Path("/sys/fs/cgroup")
+
+    def __init__(self, path: Path, memory_mb: int, version: int) -> None:
+        self.path, self.memory_mb, self.version = path, memory_mb, version
+
+    @property
+    def quota_us(self) -> int:
+        """CPU time per CFS_PERIOD_US: memory_mb / FULL_VCPU_MB of one CPU (the kernel's minimum is 1 ms)."""
+        return max(1000, round(CFS_PERIOD_US * self.memory_mb / FULL_VCPU_MB))
+
+    @classmethod
+    def create(cls, memory_mb: int, *, root: Path | None = None) -> tuple[CpuShare | None, str]:
+        """A new cgroup under `root` (default: this machine's cpu controller, v1 first) and "";
+        or None and why none can be made there (no controller, not root, read-only ...)."""
+        if root is None:
+            found = [r for r in cls.V1_ROOTS if (r / "cpu.cfs_quota_us").is_file()]
+            if not found and "cpu" in _words(cls.V2_ROOT / "cgroup.controllers"):
+                found = [cls.V2_ROOT]
+            if not found:
+                where = ", ".join(str(r) for r in (*cls.V1_ROOTS, cls.V2_ROOT))
+                return None, f"no cgroup cpu controller is mounted here (looked at {where})"
+            root = found[0]
+        if (root / "cpu.cfs_quota_us").is_file():
+            version = 1
+        elif (root / "cgroup.controllers").is_file():
+            if "cpu" not in _words(root / "cgroup.subtree_control"):
+                return None, f"cgroup v2 at {root}: cpu is not in its cgroup.subtree_control"
+            version = 2
+        else:
+            return None, f"{root} is no cgroup cpu controller (no cpu.cfs_quota_us, no cgroup.controllers)"
+        share = cls(root / f"rotators-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}", memory_mb, version)
+        try:
+            share.path.mkdir()
+        except OSError as exc:
+            return None, f"cannot make a cgroup under {root}: {exc.strerror or exc}"
+        try:
+            if version == 1:
+                _write(share.path / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+                _write(share.path / "cpu.cfs_quota_us", str(share.quota_us))
+            else:
+                _write(share.path / "cpu.max", f"{share.quota_us} {CFS_PERIOD_US}")
+        except OSError as exc:
+            share.close()
+            return None, f"cannot set a CPU quota in {share.path}: {exc.strerror or exc}"
+        return share, ""
+
+    def add(self, pid: int) -> None:
+        """Moves the process, all its threads, into the cgroup."""
+        _write(self.path / "cgroup.procs", str(pid))
+
+    def holds(self, pid: int) -> bool:
+        return str(pid) in _words(self.path / "cgroup.procs")
+
+    def close(self) -> None:
+        """Removes the cgroup; a process still in it goes back to the parent first."""
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                for pid in _words(self.path / "cgroup.procs"):
+                    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                        _write(self.path.parent / "cgroup.procs", pid)
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:  # EBUSY: a process that exited is not reaped yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_POLL_S)
+
+
+def _write(path: Path, value: str) -> None:
+    """Writes a cgroup file that the kernel made: never creates one (a plain folder is no cgroup)."""
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        os.write(descriptor, value.encode())
+    finally:
+        os.close(descriptor)
+
+
+def _words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def process_cpu_ms(pid: int) -> float | None:
+    """CPU time the process has used so far (user + system, all its threads) in ms; None where
+    /proc cannot say. Resolution: one clock tick."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    ticks = int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15 of proc(5)
+    return 1000 * ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _InitEnd:
+    """What the first GET /next does (the runtime is blocked on it, and no event is out yet): it
+    reads the process's CPU time so far, INIT's, and moves the process into its CpuShare."""
+
+    def __init__(self, share: CpuShare | None) -> None:
+        self.share = share
+        self.cpu_ms: float | None = None
+        self.error: str | None = None
+        self._pid: int | None = None
+        self._spawned = threading.Event()  # a runtime cannot poll before Popen returns; the thread can
+
+    def spawned(self, pid: int) -> None:
+        self._pid = pid
+        self._spawned.set()
+
+    def __call__(self) -> None:
+        if not self._spawned.wait(10) or self._pid is None:
+            self.error = "a GET /next came before the runtime process was known"
+            return
+        self.cpu_ms = process_cpu_ms(self._pid)
+        if self.share is not None:
+            try:
+                self.share.add(self._pid)
+            except OSError as exc:
+                self.error = f"cannot move the runtime into {self.share.path}: {exc}"
+
+
 # -- a bundle under the emulator ---------------------------------------------------------------------------
 class RunningFunction:
     """One runtime process (one execution environment) polling its own RuntimeAPI."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], spawned: float, api: RuntimeAPI, xray: socket.socket
+        self,
+        process: subprocess.Popen[bytes],
+        spawned: float,
+        api: RuntimeAPI,
+        xray: socket.socket,
+        init_end: _InitEnd | None = None,
     ) -> None:
         self.process, self.spawned, self.api, self._xray = process, spawned, api, xray
+        self._init_end = init_end or _InitEnd(None)
+
+    @property
+    def cpu_share(self) -> CpuShare | None:
+        """The cgroup its invocations run in (from the first GET /next); None: unthrottled."""
+        return self._init_end.share
+
+    @property
+    def init_cpu_ms(self) -> float | None:
+        """The process's CPU time at its first GET /next, INIT's (once wait_for_init returned)."""
+        return self._init_end.cpu_ms
 
     def wait_for_init(self, timeout_s: float = 60.0) -> float:
         """INIT in ms: from spawn to the runtime's first GET /next (imports and module code)."""
         self._wait(self.api.polled, timeout_s, "its first GET /next")
         if self.api.init_error is not None:
             raise RuntimeFailure(f"init error: {_describe(self.api.init_error)}")
+        if self._init_end.error is not None:
+            raise RuntimeFailure(self._init_end.error)
         assert self.api.first_poll is not None
         return 1000 * (self.api.first_poll - self.spawned)
 
@@ -276,25 +449,23 @@ class RunningFunction:
     def cpu_ms(self) -> float | None:
         """CPU time the process has used so far (user + system, all its threads) in ms: what Lambda's
         share of a vCPU would stretch; None where /proc cannot say. Resolution: one clock tick."""
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
-        ticks = int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15 of proc(5)
-        return 1000 * ticks / os.sysconf("SC_CLK_TCK")
+        return process_cpu_ms(self.process.pid)
 
     def stop(self) -> None:
-        """Ends the process (Lambda's shutdown: SIGTERM, then SIGKILL) and the emulator."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.api.close()
-        self._xray.close()
+        """Ends the process (Lambda's shutdown: SIGTERM, then SIGKILL), the emulator and its cgroup."""
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            self.api.close()
+            self._xray.close()
+            if self.cpu_share is not None:
+                self.cpu_share.close()
 
     def _wait(self, done: threading.Event, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -329,6 +500,7 @@ def start_function(
     timeout_s: float = 60.0,
     log: Path | None = None,
     sampled: bool = True,
+    memory_mb: int | None = None,
 ) -> RunningFunction:
     """Starts `<python> -m awslambdaric <handler>` in `bundle` as Lambda does, with its own emulator.
 
@@ -336,44 +508,53 @@ def start_function(
     the function's own (template variables, credentials, region). The interpreter runs with -S: its
     site-packages are this machine's, not Lambda's, so the bundle and the runtime client are all
     there is to import (and no .pth file runs). The process's output goes to `log`. `sampled`:
-    whether X-Ray samples each invocation (the function's Tracing is Active).
+    whether X-Ray samples each invocation (the function's Tracing is Active). `memory_mb`: its
+    invocations run at Lambda's CPU share of that memory (INIT does not); RuntimeFailure where no
+    CpuShare can be made here (CpuShare.create says why).
     """
+    share: CpuShare | None = None
+    if memory_mb is not None:
+        share, why = CpuShare.create(memory_mb)
+        if share is None:
+            raise RuntimeFailure(f"cannot run at Lambda's CPU share of {memory_mb} MB: {why}")
+    init_end = _InitEnd(share)
     api = RuntimeAPI(function_arn, timeout_s=timeout_s, sampled=sampled)
+    api.at_init_end = init_end
     xray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # Tracing: Active sends segments here
-    xray.bind(("127.0.0.1", 0))
-    xray_address = "{}:{}".format(*xray.getsockname())
-    variables = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "en_US.UTF-8",
-        "TZ": ":UTC",
-        "LAMBDA_TASK_ROOT": str(bundle),
-        "LAMBDA_RUNTIME_DIR": str(runtime_client),
-        "PYTHONPATH": os.pathsep.join((str(bundle), str(runtime_client))),
-        "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only: every cold start is the first
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
-        "AWS_LAMBDA_RUNTIME_API": api.address,
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-        "AWS_XRAY_DAEMON_ADDRESS": xray_address,
-        "_HANDLER": handler,
-        **environment,
-    }
-    output = log.open("ab") if log is not None else subprocess.DEVNULL
     try:
-        spawned = time.perf_counter()
-        process = subprocess.Popen(
-            [python, "-S", "-m", "awslambdaric", handler],
-            cwd=bundle,
-            env=variables,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        xray.bind(("127.0.0.1", 0))
+        xray_address = "{}:{}".format(*xray.getsockname())
+        variables = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": str(bundle),
+            "LAMBDA_RUNTIME_DIR": str(runtime_client),
+            "PYTHONPATH": os.pathsep.join((str(bundle), str(runtime_client))),
+            "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only: every cold start is the first
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+            "AWS_XRAY_DAEMON_ADDRESS": xray_address,
+            "_HANDLER": handler,
+            **environment,
+        }
+        with log.open("ab") if log is not None else contextlib.nullcontext(subprocess.DEVNULL) as output:
+            spawned = time.perf_counter()
+            process = subprocess.Popen(
+                [python, "-S", "-m", "awslambdaric", handler],
+                cwd=bundle,
+                env=variables,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
     except BaseException:
         api.close()
         xray.close()
+        if share is not None:
+            share.close()
         raise
-    finally:
-        if not isinstance(output, int):
-            output.close()
-    return RunningFunction(process, spawned, api, xray)
+    init_end.spawned(process.pid)
+    return RunningFunction(process, spawned, api, xray, init_end)

@@ -209,6 +209,7 @@ class Run:
     warm_rotation_ms: float | None
     peak_rss_mb: float | None
     cpu_ms: float | None = None  # the process's CPU time for INIT and the first rotation
+    init_cpu_ms: float | None = None  # ... for INIT alone (at its first GET /next)
 
 
 @dataclass
@@ -225,14 +226,20 @@ class Result:
     peak_rss_mb: list[float] = field(default_factory=list)
     init_and_first_ms: list[float] = field(default_factory=list)  # wall time, run by run
     cpu_ms: list[float] = field(default_factory=list)  # CPU time of the same span, run by run
+    init_cpu_ms: list[float] = field(default_factory=list)  # CPU time of INIT, run by run
+    first_cpu_ms: list[float] = field(default_factory=list)  # ... of the first rotation (the rest)
 
     def add(self, run: Run) -> None:
         self.init_ms.append(run.init_ms)
+        if run.init_cpu_ms is not None:
+            self.init_cpu_ms.append(run.init_cpu_ms)
         if run.cold_rotation_ms is not None:
             self.cold_rotation_ms.append(run.cold_rotation_ms)
             self.init_and_first_ms.append(run.init_ms + run.cold_rotation_ms)
             if run.cpu_ms is not None:
                 self.cpu_ms.append(run.cpu_ms)
+                if run.init_cpu_ms is not None:
+                    self.first_cpu_ms.append(run.cpu_ms - run.init_cpu_ms)
         if run.warm_rotation_ms is not None:
             self.warm_rotation_ms.append(run.warm_rotation_ms)
         if run.peak_rss_mb is not None:
@@ -265,10 +272,14 @@ class Function:
     sampled: bool = True  # X-Ray samples its invocations (Tracing: Active)
     secret_extra: Mapping[str, Any] = field(default_factory=dict)  # what its secrets hold beyond ours
     init_only: str | None = None  # why it cannot rotate here: then only INIT is measured
+    # With a memory size its invocations run at Lambda's CPU share of it (INIT unthrottled, as
+    # Lambda's burst); None: all of it on this machine's CPUs.
+    memory_mb: int | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.runtime.name} {self.engine.name} {self.result.variant}"
+        at = f" {self.memory_mb}MB" if self.memory_mb is not None else ""
+        return f"{self.runtime.name} {self.engine.name} {self.result.variant}{at}"
 
     def secret(self, database: Database, username: str, password: str) -> dict[str, Any]:
         return {**database.secret(username, password), **self.secret_extra}
@@ -410,6 +421,7 @@ def started(
         timeout_s=spec.timeout,
         log=log,
         sampled=function.sampled,
+        memory_mb=function.memory_mb,
     ) as running:
         yield running
 
@@ -460,15 +472,18 @@ def _run(function: Function, database: Database, sm: LocalSecretsManager, log: P
     arn, _, password = new_secret(function, database, sm)
     with started(function, database, sm, log) as running:
         init_ms = running.wait_for_init()
+        init_cpu_ms = running.init_cpu_ms
         if function.init_only is not None:
             peak_kib = running.peak_rss_kib()
-            return Run(init_ms, None, None, peak_kib / 1024 if peak_kib is not None else None)
+            peak_mb = peak_kib / 1024 if peak_kib is not None else None
+            return Run(init_ms, None, None, peak_mb, init_cpu_ms=init_cpu_ms)
         cold_ms = rotate(running, sm, arn)
         cpu_ms = running.cpu_ms()
         warm_ms = rotate(running, sm, arn)
         peak_kib = running.peak_rss_kib()
     logs_in_changed(database, sm, arn, password)
-    return Run(init_ms, cold_ms, warm_ms, peak_kib / 1024 if peak_kib is not None else None, cpu_ms)
+    peak_mb = peak_kib / 1024 if peak_kib is not None else None
+    return Run(init_ms, cold_ms, warm_ms, peak_mb, cpu_ms, init_cpu_ms)
 
 
 # -- the report ------------------------------------------------------------------------------------------

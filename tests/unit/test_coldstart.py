@@ -1,7 +1,8 @@
 """The pure parts of bench/coldstart.py: the cost estimate, the module list, the tables.
 
-The numbers below are worked out by hand from Lambda's rule (1,769 MB = one vCPU) and its
-us-east-1 prices, so a change to the arithmetic or the constants fails here.
+The numbers below are worked out by hand from Lambda's rules (1,769 MB = one vCPU for an
+invocation; INIT with a burst of host CPU) and its us-east-1 prices, so a change to the
+arithmetic or the constants fails here.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from pathlib import Path
 import pytest
 
 from bench.coldstart import (
-    FULL_VCPU_MB,
     PRICE_PER_GB_S,
     Entry,
     cost_table,
+    cpu_share_title,
     estimate,
     heavy_modules,
     init_table,
+    lambda_cpu_table,
     main_table,
     markdown_table,
     parse_importtime,
     ratio,
 )
-from bench.runtimes import Function, Result, Runtime
+from bench.lambda_runtime import FULL_VCPU_MB
+from bench.runtimes import Function, Result, Run, Runtime
 from rotators.cli.samtemplate import FunctionSpec
 from rotators.engines import BY_NAME
 
@@ -33,29 +36,39 @@ def test_the_constants_are_lambdas() -> None:
     assert PRICE_PER_GB_S == {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 
 
-def test_below_one_vcpu_only_the_cpu_time_stretches() -> None:
-    cost = estimate(wall_ms=1000, cpu_ms=400, memory_mb=256)
+def test_below_one_vcpu_only_the_invocations_cpu_time_stretches() -> None:
+    cost = estimate(init_ms=500, first_ms=1000, first_cpu_ms=400, memory_mb=256)
 
-    # 600 ms of waiting as measured, 400 ms of CPU x 1769/256 (6.91015625)
+    # INIT as measured, 600 ms of waiting as measured, 400 ms of CPU x 1769/256 (6.91015625)
     assert cost.memory_mb == 256
-    assert cost.duration_ms == pytest.approx(3364.0625)
-    assert cost.gb_s == pytest.approx(0.841015625)  # 0.25 GB x 3.3640625 s
+    assert cost.duration_ms == pytest.approx(500 + 600 + 2764.0625)
+    assert cost.gb_s == pytest.approx(0.966015625)  # 0.25 GB x 3.8640625 s
     # 1,000 x (GB-s x price + 4 requests x $0.20 per million)
-    assert cost.usd_per_1000["x86_64"] == pytest.approx(0.0148169551)
-    assert cost.usd_per_1000["arm64"] == pytest.approx(0.0120135977)
+    assert cost.usd_per_1000["x86_64"] == pytest.approx(0.0169002926)
+    assert cost.usd_per_1000["arm64"] == pytest.approx(0.0136802727)
 
 
-def test_from_one_vcpu_up_the_measured_time_stands() -> None:
-    cost = estimate(wall_ms=500, cpu_ms=300, memory_mb=2048)
+@pytest.mark.parametrize("memory_mb", [128, 256, 1769, 4096])
+def test_init_never_stretches_it_runs_with_lambdas_burst_cpu(memory_mb: int) -> None:
+    short, long = estimate(100, 900, 300, memory_mb), estimate(1100, 900, 300, memory_mb)
+
+    # a second more of INIT is a second more of duration, at any memory size
+    assert long.duration_ms - short.duration_ms == pytest.approx(1000)
+    assert estimate(800, 0, 0, memory_mb).duration_ms == pytest.approx(800)  # INIT alone stands
+
+
+@pytest.mark.parametrize("memory_mb", [1769, 2048])
+def test_from_one_vcpu_up_the_measured_time_stands(memory_mb: int) -> None:
+    cost = estimate(init_ms=200, first_ms=300, first_cpu_ms=250, memory_mb=memory_mb)
 
     assert cost.duration_ms == pytest.approx(500)
-    assert cost.gb_s == pytest.approx(1.0)  # 2 GB x 0.5 s
-    assert cost.usd_per_1000["x86_64"] == pytest.approx(1000 * (0.0000166667 + 4 * 0.2e-6))
+    assert cost.gb_s == pytest.approx(memory_mb / 1024 * 0.5)
+    assert cost.usd_per_1000["x86_64"] == pytest.approx(1000 * (cost.gb_s * 0.0000166667 + 4 * 0.2e-6))
 
 
 def test_cpu_time_above_the_wall_time_all_stretches() -> None:
     # two threads on two cores here; one share of a vCPU runs them one after the other
-    cost = estimate(wall_ms=300, cpu_ms=500, memory_mb=128)
+    cost = estimate(init_ms=0, first_ms=300, first_cpu_ms=500, memory_mb=128)
 
     assert cost.duration_ms == pytest.approx(500 * 1769 / 128)
     assert cost.gb_s == pytest.approx(0.86376953125)
@@ -63,11 +76,22 @@ def test_cpu_time_above_the_wall_time_all_stretches() -> None:
 
 
 def test_more_memory_costs_less_time_and_arm64_less_money() -> None:
-    costs = [estimate(800, 500, memory) for memory in (128, 256, 512)]
+    costs = [estimate(300, 800, 500, memory) for memory in (128, 256, 512)]
 
     assert [c.duration_ms for c in costs] == sorted((c.duration_ms for c in costs), reverse=True)
     for cost in costs:
         assert cost.usd_per_1000["arm64"] < cost.usd_per_1000["x86_64"]
+
+
+def test_a_run_splits_its_cpu_time_into_inits_and_the_first_rotations() -> None:
+    result = Result("python3.13", "postgresql", 1.0)
+    result.add(Run(300, 700, 200, 60.0, cpu_ms=500, init_cpu_ms=180))
+    result.add(Run(250, None, None, None, init_cpu_ms=170))  # INIT only: no rotation to split
+
+    assert result.init_cpu_ms == [180, 170]
+    assert result.cpu_ms == [500]
+    assert result.first_cpu_ms == [320]
+    assert result.init_and_first_ms == [1000]
 
 
 IMPORTTIME = """\
@@ -153,7 +177,9 @@ def test_the_main_table_puts_our_ratios_to_the_sample_beside_each_variant() -> N
 
 
 def test_the_cost_table_has_a_row_per_memory_size_and_marks_the_templates() -> None:
-    measured = entry("PostgreSQLRotator", "bytecode", init_and_first_ms=[1000], cpu_ms=[400])
+    measured = entry(
+        "PostgreSQLRotator", "bytecode", init_ms=[500, 400, 600], cold_rotation_ms=[1000], first_cpu_ms=[400]
+    )
     init_only = entry("AwsSample", "AWS sample", sample=True, init_ms=[200])
 
     lines = cost_table([measured, init_only], template_memory=256).splitlines()
@@ -165,11 +191,36 @@ def test_the_cost_table_has_a_row_per_memory_size_and_marks_the_templates() -> N
         "python3.13",
         "bytecode",
         "256 (template)",
-        "3364",
-        "0.841",
-        "0.0148",
-        "0.0120",
+        "3864",
+        "0.966",
+        "0.0169",
+        "0.0137",
     ]
+
+
+def test_the_lambda_cpu_table_compares_each_row_with_the_sample_measured_the_same_way() -> None:
+    ours = entry(
+        "PostgreSQLRotator", "bytecode", init_ms=[300], cold_rotation_ms=[900], init_and_first_ms=[1200]
+    )
+    sample = entry(
+        "AwsSample", "AWS sample", sample=True, init_ms=[100], cold_rotation_ms=[500], init_and_first_ms=[600]
+    )
+
+    lines = lambda_cpu_table([ours, sample]).splitlines()
+
+    assert lines[0] == (
+        "| function | Python | variant | INIT ms | first rotation ms (4 steps, cold) "
+        "| INIT + first rotation ms | INIT + first ÷ sample |"
+    )
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0] == [
+        "PostgreSQLRotator", "python3.13", "bytecode", "300 (300-300)", "900 (900-900)", "1200 (1200-1200)",
+        "2.00",
+    ]  # fmt: skip
+    assert lines[3].endswith("| 600 (600-600) | - |")
+    assert cpu_share_title(256) == (
+        "As Lambda runs it at 256 MB (INIT with burst CPU, invocations at 14.5 % of a CPU)"
+    )
 
 
 def test_the_init_table_has_every_bundle_with_its_median_spread_and_size(tmp_path: Path) -> None:
