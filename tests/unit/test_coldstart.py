@@ -7,6 +7,7 @@ arithmetic or the constants fails here.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,10 @@ from bench.coldstart import (
     ratio,
 )
 from bench.lambda_runtime import FULL_VCPU_MB
-from bench.runtimes import Function, Result, Run, Runtime
+from bench.runtimes import Function, Result, Run, Runtime, with_a_store
 from rotators.cli.samtemplate import FunctionSpec
 from rotators.engines import BY_NAME
+from rotators.testing.tls import CertificateAuthority
 
 
 def test_the_constants_are_lambdas() -> None:
@@ -236,3 +238,15 @@ def test_the_init_table_has_every_bundle_with_its_median_spread_and_size(tmp_pat
     assert lines[2].startswith("| SQLServerRotator | python3.13 | 260 (240-300) | 3.0 | ")
     assert lines[3].startswith("| OracleRotator | python3.13 | 310 (310-310) | 0.5 | ")
     assert len(lines) == 4
+
+
+def test_the_functions_trust_a_bundle_the_size_of_a_real_one(tmp_path: Path) -> None:
+    """Every login loads its whole CA bundle: a one-certificate bundle would hide that cost."""
+    store = ssl.get_default_verify_paths().cafile
+    if store is None or not Path(store).is_file():
+        pytest.skip("this machine has no trust store file: the bench then uses the CA alone")
+    ca = CertificateAuthority.create(tmp_path)
+    bundle = with_a_store(ca.cert_path)
+    text = bundle.read_text()
+    assert text.startswith(ca.cert_path.read_text())
+    assert text.count("BEGIN CERTIFICATE") > 100
