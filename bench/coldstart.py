@@ -54,7 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -398,6 +398,16 @@ def init_table(runtime: Runtime, build_dir: Path, inits: Mapping[str, Sequence[f
 
 
 # -- the report ----------------------------------------------------------------------------------------
+def with_samples(entries: Sequence[Entry]) -> Iterator[tuple[Entry, Result, Result | None]]:
+    """Each entry with its result and, for ours, the result of AWS's sample of its Python and engine."""
+    samples = {
+        (e.function.runtime.name, e.function.engine.name): e.function.result for e in entries if e.sample
+    }
+    for entry in entries:
+        r = entry.function.result
+        yield entry, r, None if entry.sample else samples.get((r.python, r.engine))
+
+
 def main_table(entries: Sequence[Entry]) -> str:
     headers = [
         "function", "Python", "variant", "INIT ms", "first rotation ms (4 steps, cold)",
@@ -405,13 +415,8 @@ def main_table(entries: Sequence[Entry]) -> str:
         "bundle MB unzipped (zipped)",
         "modules at INIT", "heavy modules at INIT", "INIT ÷ sample", "INIT + first ÷ sample",
     ]  # fmt: skip
-    samples = {
-        (e.function.runtime.name, e.function.engine.name): e.function.result for e in entries if e.sample
-    }
     rows = []
-    for entry in entries:
-        r = entry.function.result
-        reference = None if entry.sample else samples.get((r.python, r.engine))
+    for entry, r, reference in with_samples(entries):
         rows.append([
             entry.name, r.python, r.variant, spread(r.init_ms), spread(r.cold_rotation_ms),
             spread(r.init_and_first_ms), spread(r.cpu_ms), spread(r.warm_rotation_ms), spread(r.peak_rss_mb),
@@ -459,13 +464,8 @@ def lambda_cpu_table(entries: Sequence[Entry]) -> str:
         "function", "Python", "variant", "INIT ms", "first rotation ms (4 steps, cold)",
         "INIT + first rotation ms", "INIT + first ÷ sample",
     ]  # fmt: skip
-    samples = {
-        (e.function.runtime.name, e.function.engine.name): e.function.result for e in entries if e.sample
-    }
     rows = []
-    for entry in entries:
-        r = entry.function.result
-        reference = None if entry.sample else samples.get((r.python, r.engine))
+    for entry, r, reference in with_samples(entries):
         rows.append([
             entry.name, r.python, r.variant, spread(r.init_ms), spread(r.cold_rotation_ms),
             spread(r.init_and_first_ms),

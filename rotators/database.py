@@ -238,7 +238,12 @@ def tls_mode(secret: DatabaseSecret) -> str | None:
     """
     if not secret.tls.enabled or secret.tls.mode == "disable":
         return None
-    return secret.tls.mode or sslmode_setting() or "verify-full"  # both checked where they are read
+    return secret.tls.mode or _environment_mode()
+
+
+def _environment_mode() -> str:
+    """The mode of a secret that names none: ROTATORS_SSLMODE (checked where it is read), else verify-full."""
+    return sslmode_setting() or "verify-full"
 
 
 @dataclass(frozen=True)
@@ -253,7 +258,12 @@ class CaBundle:
 def ca_bundle(secret: DatabaseSecret) -> CaBundle:
     """The secret's `sslrootcert`, else ROTATORS_CA_BUNDLE: a path, or `system`."""
     chosen = secret.tls.ca_bundle or ca_bundle_setting()
-    return CaBundle(None if chosen in (None, "system") else chosen, named=chosen is not None)
+    return CaBundle(_bundle_path(chosen), named=chosen is not None)
+
+
+def _bundle_path(chosen: str | None) -> str | None:
+    """A named bundle's path; None for the system store (`system`, or nothing named)."""
+    return None if chosen in (None, "system") else chosen
 
 
 def ssl_context(secret: DatabaseSecret) -> ssl.SSLContext | None:
@@ -276,8 +286,7 @@ def shared_ssl_context(secret: DatabaseSecret) -> ssl.SSLContext | None:
 def prepare_shared_ssl_context() -> None:
     """At INIT: the context of a secret that sets no TLS of its own (the environment's choice, as
     tls_mode() and ca_bundle() make it), so that the first login need not load the bundle."""
-    chosen = ca_bundle_setting()
-    _shared_for(None if chosen in (None, "system") else chosen, sslmode_setting() or "verify-full")
+    _shared_for(_bundle_path(ca_bundle_setting()), _environment_mode())
 
 
 def _shared_for(path: str | None, mode: str) -> ssl.SSLContext:
