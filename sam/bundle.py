@@ -10,10 +10,11 @@ top of rotators/), its own engine module with that module's helpers (`<engine>_*
 and its own extra's packages (one driver); never another engine, the command-line modules
 (rotators/cli) or the test support (rotators/testing).
 
-When a CPython of the runtime's version is on the build machine (python3.13 on PATH, pyenv's,
-or $LAMBDA_PRECOMPILE_PYTHON), the bundle also gets bytecode (`unchecked-hash` .pyc files):
-Lambda's /var/task is read-only, so without them every cold start compiles the sources again
-(bench/bundles.py measures the difference). LAMBDA_PRECOMPILE=no turns this off.
+When a CPython of the runtime's version is on the build machine (python3.13 on PATH, one that
+uv, mise, asdf or pyenv installed, or $LAMBDA_PRECOMPILE_PYTHON), the bundle also gets bytecode
+(`unchecked-hash` .pyc files): Lambda's /var/task is read-only, so without them every cold start
+compiles the sources again (bench/bundles.py measures the difference). LAMBDA_PRECOMPILE=no
+turns this off.
 
 The AWS SDK is the one Lambda's Python runtime provides (boto3, botocore and their dependencies,
 as AWS's own rotation functions use it): a bundle leaves those distributions out, which keeps
@@ -169,10 +170,35 @@ def drop_distributions(target: Path, names: tuple[str, ...]) -> list[str]:
     return dropped
 
 
+# Where version managers keep the Pythons they install (uv's default folder, mise, asdf, pyenv):
+# a build finds one there even when it is not on PATH.
+MANAGED_PYTHONS = (
+    "~/.local/share/uv/python/cpython-{version}.*/bin/python{version}",
+    "~/.local/share/mise/installs/python/{version}*/bin/python{version}",
+    "~/.asdf/installs/python/{version}*/bin/python{version}",
+    "~/.pyenv/versions/{version}*/bin/python{version}",
+)
+
+
 def find_python(version: str) -> str | None:
-    """A CPython `version` (e.g. "3.12") on this machine, or None."""
+    """A CPython `version` (e.g. "3.12") on this machine, or None: $LAMBDA_PRECOMPILE_PYTHON, what
+    `uv python find` names, a version manager's install, python3.X on PATH."""
     candidates = [os.environ.get("LAMBDA_PRECOMPILE_PYTHON", "")]
-    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")))
+    if uv := shutil.which("uv"):
+        try:
+            named = subprocess.run(
+                [uv, "python", "find", "--no-project", version],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except OSError:
+            named = None
+        if named is not None and named.returncode == 0:
+            candidates.append(named.stdout.strip())
+    for pattern in MANAGED_PYTHONS:
+        candidates += sorted(glob.glob(os.path.expanduser(pattern.format(version=version))))
     candidates.append(shutil.which(f"python{version}") or "")
     for candidate in filter(None, candidates):
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,46 @@ def test_a_build_without_the_runtimes_python_says_so_loudly_and_how_to_fix_it(
     assert "uv python install 3.13" in warning and "LAMBDA_PRECOMPILE_PYTHON" in warning
     assert bundle.precompile(tmp_path, tmp_path, "3.13").startswith("NO BYTECODE")
     assert "WARNING" not in capfd.readouterr().err, "said once per build"
+
+
+def _version() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.fixture
+def bare_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No Python of the version on PATH, nothing installed in HOME, no LAMBDA_PRECOMPILE_PYTHON."""
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("LAMBDA_PRECOMPILE_PYTHON", raising=False)
+    assert bundle.find_python(_version()) is None
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        ".local/share/uv/python/cpython-{v}.7-linux-x86_64-gnu/bin",
+        ".local/share/mise/installs/python/{v}.7/bin",
+        ".asdf/installs/python/{v}.7/bin",
+        ".pyenv/versions/{v}.7/bin",
+    ],
+)
+def test_a_python_a_version_manager_installed_gives_bytecode_off_path(
+    bare_machine: Path, folder: str
+) -> None:
+    """uv, mise, asdf and pyenv keep their Pythons off PATH: a build still finds them."""
+    installed = bare_machine / folder.format(v=_version()) / f"python{_version()}"
+    installed.parent.mkdir(parents=True)
+    installed.symlink_to(sys.executable)
+    assert bundle.find_python(_version()) == str(installed)
+
+
+@pytest.mark.parametrize(("answer", "found"), [(0, True), (2, False)])
+def test_the_python_uv_finds(bare_machine: Path, answer: int, found: bool) -> None:
+    """`uv python find` also knows UV_PYTHON_INSTALL_DIR and Pythons it did not install."""
+    uv = bare_machine / "bin" / "uv"
+    uv.write_text(f"#!/bin/sh\necho {sys.executable}\nexit {answer}\n")
+    uv.chmod(0o755)
+    assert bundle.find_python(_version()) == (sys.executable if found else None)
