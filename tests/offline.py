@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from rotators.database import DatabaseRotator, DatabaseSecret
+from rotators.database import DatabaseRotator, DatabaseSecret, LoginRefusedError
 from rotators.errors import PasswordChangeError
 from rotators.rotation import RotationContext, RotationEvent, Step
 from rotators.secrets import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretMeta, SecretStore
+
+if TYPE_CHECKING:
+    from rotators.testing.secretsmanager import LocalSecretsManager
 
 NEW_PASSWORD = "New-Value-2"
 
@@ -116,3 +119,14 @@ def ca_names(context: ssl.SSLContext) -> list[str]:
     """The common names of the CAs an SSLContext trusts."""
     certificates: list[Any] = context.get_ca_certs()
     return [dict(entry[0] for entry in cert["subject"])["commonName"] for cert in certificates]
+
+
+def current_logs_in(sm: LocalSecretsManager, rotator: DatabaseRotator[Any], arn: str) -> bool:
+    """Whether the AWSCURRENT value of `arn` logs in, through the engine's own connect."""
+    text = sm.client.get_secret_value(SecretId=arn, VersionStage=AWSCURRENT)["SecretString"]
+    secret = rotator.parse(text, where="the test")
+    try:
+        with rotator.connect(secret, secret.username, secret.password):
+            return True
+    except LoginRefusedError:
+        return False

@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
-from rotators.database import LoginRefusedError
 from rotators.engines.oracle import OracleRotator, handler
 from rotators.errors import LoginError, PrivilegeError, RotationError, TargetMismatchError
 from rotators.secrets import AWSCURRENT, ROTATORS_TESTED
 from rotators.testing.secretsmanager import LocalSecretsManager
 from rotators.testing.tls import CertificateAuthority
 from tests.conftest import invoke
-from tests.offline import ca_names
+from tests.offline import ca_names, current_logs_in
 from tests.oracle_double import Dictionary, OracleDouble, RecordingCursor, ora_error, stored
 
 LOGIN = {"engine": "oracle", "host": "db.example", "port": 2484, "dbname": "ORCLPDB1"}
@@ -63,15 +62,7 @@ class Oracle:
         return self.secret(username, password, masterarn=self.master_arn, **extra)
 
     def logs_in(self, arn: str) -> bool:
-        """Whether the AWSCURRENT value of `arn` logs in, through the engine's own connect."""
-        rotator = OracleRotator()
-        text = self.sm.client.get_secret_value(SecretId=arn, VersionStage=AWSCURRENT)["SecretString"]
-        secret = rotator.parse(text, where="the test")
-        try:
-            with rotator.connect(secret, secret.username, secret.password):
-                return True
-        except LoginRefusedError:
-            return False
+        return current_logs_in(self.sm, OracleRotator(), arn)
 
     def attempt(self, arn: str, error: type[RotationError]) -> RotationError:
         """A whole rotation that must stop at setSecret with `error`, having changed nothing."""

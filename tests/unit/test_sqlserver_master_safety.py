@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from rotators.database import LoginRefusedError
 from rotators.engines.sqlserver import SQLServerRotator, handler
 from rotators.engines.sqlserver_sql import mapped_users_sql
 from rotators.engines.sqlserver_tls import CONTEXT_MARKER
@@ -36,7 +35,7 @@ from rotators.secrets import AWSCURRENT, AWSPREVIOUS, ROTATORS_TESTED
 from rotators.testing.secretsmanager import LocalSecretsManager
 from rotators.testing.tls import CertificateAuthority
 from tests.conftest import invoke
-from tests.offline import ca_names
+from tests.offline import ca_names, current_logs_in
 from tests.sqlserver_double import SqlServerDouble, quote
 
 LOGIN = {"engine": "sqlserver", "host": "db.example", "port": 1433, "dbname": "appdb"}
@@ -67,15 +66,7 @@ class SqlServer:
         return self.secret(username, password, masterarn=self.master_arn, **extra)
 
     def logs_in(self, arn: str) -> bool:
-        """Whether the AWSCURRENT value of `arn` logs in, through the engine's own connect."""
-        rotator = SQLServerRotator()
-        text = self.sm.client.get_secret_value(SecretId=arn, VersionStage=AWSCURRENT)["SecretString"]
-        secret = rotator.parse(text, where="the test")
-        try:
-            with rotator.connect(secret, secret.username, secret.password):
-                return True
-        except LoginRefusedError:
-            return False
+        return current_logs_in(self.sm, SQLServerRotator(), arn)
 
     def attempt(self, arn: str, error: type[RotationError]) -> RotationError:
         """A whole rotation that must stop at setSecret with `error`, having changed nothing."""

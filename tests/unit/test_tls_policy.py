@@ -26,6 +26,7 @@ from rotators.engines.redshift import RedshiftRotator
 from rotators.engines.sqlserver import SQLServerRotator
 from rotators.errors import ConfigurationError
 from rotators.testing.tls import CertificateAuthority
+from tests.offline import ca_names
 
 
 def secret(rotator: DatabaseRotator[Any], engine: str, **changes: Any) -> DatabaseSecret:
@@ -173,11 +174,6 @@ def test_a_ca_bundle_that_cannot_be_read_is_an_error_not_a_fallback(
         CONTEXTS[engine](secret(rotator, value, sslrootcert=str(tmp_path / "missing.pem")))
 
 
-def trusted(context: ssl.SSLContext) -> list[str]:
-    certificates: list[Any] = context.get_ca_certs()
-    return [dict(entry[0] for entry in cert["subject"])["commonName"] for cert in certificates]
-
-
 def test_mysql_logins_share_one_context_per_bundle_and_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,9 +204,9 @@ def test_a_shared_context_follows_its_bundle_file(tmp_path: Path, monkeypatch: p
     bundle.write_bytes(old.cert_path.read_bytes())
     monkeypatch.setenv("ROTATORS_CA_BUNDLE", str(bundle))
     rotator = MySQLRotator()
-    assert trusted(CONTEXTS["mysql"](secret(rotator, "mysql"))) == [old.name]
+    assert ca_names(CONTEXTS["mysql"](secret(rotator, "mysql"))) == [old.name]
     bundle.write_bytes(new.cert_path.read_bytes() + b"\n")  # another size, whatever the clock says
-    assert trusted(CONTEXTS["mysql"](secret(rotator, "mysql"))) == [new.name]
+    assert ca_names(CONTEXTS["mysql"](secret(rotator, "mysql"))) == [new.name]
     bundle.unlink()
     with pytest.raises(ConfigurationError, match=r"bundle\.pem' cannot be read"):
         CONTEXTS["mysql"](secret(rotator, "mysql"))
